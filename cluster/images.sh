@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# Build the local cluster's container images without a Docker engine or a
+# registry: root filesystems from cluster/rootfs.sh (debootstrap) or from Go
+# binaries, assembled into OCI image archives with umoci, written to
+# $IMAGES_DIR/<name>.tar. cluster/up.sh imports them with
+# `ctr -n k8s.io images import` under the explicit localhost/... names below.
+#
+#   localhost/pause:3.10-local               static pause (images/pause.c)
+#   localhost/postgres:15-debian12           Debian postgresql-15 + images/postgres-entrypoint.sh
+#   localhost/curl:debian12                  Debian + curl, for temporary client pods
+#   localhost/coredns:<version>              go install github.com/coredns/coredns
+#   localhost/storage-provisioner:<version>  go install k8s.io/minikube/cmd/storage-provisioner
+#   localhost/billing:v1.1, :v2.0            target/release/billing on Debian 12, user 65532:65532,
+#                                            ENTRYPOINT /usr/local/bin/billing, port 8080 (as the Dockerfile)
+#
+# Usage: images.sh [all|base|billing|pause|postgres|curl]   (billing images are rebuilt whenever the binary changes)
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/.." && pwd)
+# shellcheck source=cluster/versions.sh
+. "$here/versions.sh"
+R=$IMAGES_DIR/rootfs-$DEBIAN_SUITE
+mkdir -p "$IMAGES_DIR"
+log() { printf '[images %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+
+# oci_build NAME FULLREF [umoci config args...]; layers come from $LAYERS (tar files)
+oci_build() {
+  local name=$1 ref=$2; shift 2
+  local work; work=$(mktemp -d "$IMAGES_DIR/.build-$name.XXXX")
+  local lay=$work/oci tag=img
+  umoci init --layout "$lay"
+  umoci new --image "$lay:$tag"
+  local l
+  for l in "${LAYERS[@]}"; do
+    nice -n 10 umoci raw add-layer --image "$lay:$tag" "$l"
+  done
+  umoci config --image "$lay:$tag" --config.workingdir / \
+    --author "billing local cluster (cluster/images.sh)" --created "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$@"
+  umoci gc --layout "$lay"
+  jq --arg ref "$ref" '.manifests |= map(select(.annotations["org.opencontainers.image.ref.name"] == "img")
+        | .annotations["io.containerd.image.name"] = $ref
+        | .annotations["org.opencontainers.image.ref.name"] = $ref)' "$lay/index.json" >"$work/index.json"
+  mv "$work/index.json" "$lay/index.json"
+  tar -C "$lay" -cf "$IMAGES_DIR/$name.tar.tmp" .
+  mv "$IMAGES_DIR/$name.tar.tmp" "$IMAGES_DIR/$name.tar"
+  echo "$ref" >"$IMAGES_DIR/$name.ref"
+  rm -rf "$work"
+  log "$name: $ref -> $IMAGES_DIR/$name.tar"
+}
+
+# a layer tar holding the given files: single_layer OUT (dest=src)...
+mk_layer() {
+  local out=$1; shift
+  local d; d=$(mktemp -d)
+  local pair dest src
+  for pair in "$@"; do
+    dest=${pair%%=*}; src=${pair#*=}
+    mkdir -p "$d/$(dirname "$dest")"
+    cp -a "$src" "$d/$dest"
+  done
+  tar -C "$d" --numeric-owner --owner=0 --group=0 -cf "$out" .
+  rm -rf "$d"
+}
+
+img_pause() {
+  [[ -s $IMAGES_DIR/pause.tar ]] && return
+  local w; w=$(mktemp -d)
+  gcc -Os -static -o "$w/pause" "$here/images/pause.c"
+  strip "$w/pause"
+  mk_layer "$w/layer.tar" "pause=$w/pause"
+  LAYERS=("$w/layer.tar")
+  oci_build pause "$IMG_PAUSE" --config.entrypoint /pause --config.user 65535:65535
+  rm -rf "$w"
+}
+
+img_from_go() { # name ref bin
+  local name=$1 ref=$2 bin=$3
+  [[ -s $IMAGES_DIR/$name.tar ]] && return
+  local w; w=$(mktemp -d)
+  mkdir -p "$w/etc"
+  printf 'root:x:0:0:root:/root:/sbin/nologin\nnobody:x:65534:65534:nobody:/:/sbin/nologin\n' >"$w/passwd"
+  printf 'root:x:0:\nnogroup:x:65534:\n' >"$w/group"
+  mkdir -p "$w/tmpdir" && chmod 1777 "$w/tmpdir"
+  mk_layer "$w/layer.tar" "$(basename "$bin")=$bin" "etc/passwd=$w/passwd" "etc/group=$w/group" \
+    "etc/ssl/certs/ca-certificates.crt=/etc/ssl/certs/ca-certificates.crt" "tmp=$w/tmpdir"
+  LAYERS=("$w/layer.tar")
+  oci_build "$name" "$ref" --config.entrypoint "/$(basename "$bin")"
+  rm -rf "$w"
+}
+
+img_postgres() {
+  [[ -s $IMAGES_DIR/postgres.tar ]] && return
+  local w; w=$(mktemp -d)
+  sed "s/@PG_MAJOR@/$PG_MAJOR/g" "$here/images/postgres-entrypoint.sh" >"$w/entry"
+  chmod 755 "$w/entry"
+  mkdir -p "$w/initdb.d" "$w/data"
+  mk_layer "$w/layer.tar" "usr/local/bin/docker-entrypoint.sh=$w/entry" \
+    "docker-entrypoint-initdb.d=$w/initdb.d"
+  LAYERS=("$R/postgres.tar" "$w/layer.tar")
+  oci_build postgres "$IMG_POSTGRES" \
+    --config.entrypoint /usr/local/bin/docker-entrypoint.sh --config.cmd postgres \
+    --config.env "PATH=/usr/lib/postgresql/$PG_MAJOR/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
+    --config.env PGDATA=/var/lib/postgresql/data --config.env LANG=C.UTF-8 \
+    --config.exposedports 5432/tcp --config.stopsignal SIGINT --config.volume /var/lib/postgresql/data
+  rm -rf "$w"
+}
+
+img_curl() {
+  [[ -s $IMAGES_DIR/curl.tar ]] && return
+  LAYERS=("$R/tools.tar")
+  oci_build curl "$IMG_CURL" --config.cmd /bin/bash
+}
+
+img_billing() {
+  local bin=${BILLING_BINARY:-$repo/target/release/billing}
+  if [[ ! -x $bin ]]; then
+    log "billing: $bin not built (cargo build --release --locked -p billing); skipping the billing image"
+    return 1
+  fi
+  local sum; sum=$(sha256sum "$bin" | cut -c1-16)
+  if [[ -s $IMAGES_DIR/billing.tar && $(cat "$IMAGES_DIR/billing.sum" 2>/dev/null) == "$sum" ]]; then return; fi
+  local w; w=$(mktemp -d)
+  printf 'nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' >"$w/passwd.add"
+  mkdir -p "$w/home" && chown 65532:65532 "$w/home"
+  tar -C "$w" -xf "$R/base.tar" ./etc/passwd ./etc/group
+  cat "$w/passwd.add" >>"$w/etc/passwd"
+  echo 'nonroot:x:65532:' >>"$w/etc/group"
+  install -m 755 "$bin" "$w/billing"
+  mk_layer "$w/layer.tar" "usr/local/bin/billing=$w/billing" "etc/passwd=$w/etc/passwd" \
+    "etc/group=$w/etc/group" "home/nonroot=$w/home"
+  LAYERS=("$R/base.tar" "$w/layer.tar")
+  local t first=
+  for t in $BILLING_TAGS; do
+    oci_build "billing-$t" "$IMG_BILLING_REPO:$t" --config.entrypoint /usr/local/bin/billing \
+      --config.user 65532:65532 --config.exposedports 8080/tcp
+    first=${first:-$t}
+  done
+  echo "$sum" >"$IMAGES_DIR/billing.sum"
+  ln -sf "billing-$first.tar" "$IMAGES_DIR/billing.tar"
+  rm -rf "$w"
+}
+
+what=${1:-all}
+case $what in
+  base)
+    bash "$here/rootfs.sh"
+    img_pause
+    img_from_go coredns "$IMG_COREDNS" "$COREDNS_BIN/coredns"
+    img_from_go storage-provisioner "$IMG_PROVISIONER" "$PROVISIONER_BIN/storage-provisioner"
+    img_postgres
+    img_curl
+    ;;
+  billing) img_billing ;;
+  pause) img_pause ;;
+  postgres) img_postgres ;;
+  curl) img_curl ;;
+  all) "$0" base; img_billing || true ;;
+  *) echo "usage: $0 [all|base|billing]" >&2; exit 2 ;;
+esac

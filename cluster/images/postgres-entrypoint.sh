@@ -1,0 +1,62 @@
+#!/bin/bash
+# Entrypoint of the local PostgreSQL image. Honours the official image's
+# contract for what the chart uses: POSTGRES_USER (default postgres),
+# POSTGRES_PASSWORD (required unless POSTGRES_HOST_AUTH_METHOD=trust),
+# POSTGRES_DB (default $POSTGRES_USER), POSTGRES_INITDB_ARGS, PGDATA
+# (default /var/lib/postgresql/data), /docker-entrypoint-initdb.d/*.sql|*.sh;
+# an initialised PGDATA is used as it is. Extra arguments go to postgres, as
+# with `postgres -c key=value`.
+set -euo pipefail
+PGBIN=/usr/lib/postgresql/@PG_MAJOR@/bin
+export PGDATA=${PGDATA:-/var/lib/postgresql/data}
+if [[ ${1:-} == postgres ]]; then shift; fi
+
+if [[ $(id -u) == 0 ]]; then
+  mkdir -p "$PGDATA" /var/run/postgresql
+  chown -R postgres:postgres /var/run/postgresql
+  chmod 2777 /var/run/postgresql
+  # only fix ownership of a fresh or already-ours directory (same as the official image)
+  if [[ ! -s $PGDATA/PG_VERSION ]] || [[ $(stat -c %u "$PGDATA") != "$(id -u postgres)" ]]; then
+    chown -R postgres:postgres "$PGDATA"
+  fi
+  chmod 700 "$PGDATA"
+  exec setpriv --reuid=postgres --regid=postgres --init-groups "$0" "$@"
+fi
+
+if [[ ! -s $PGDATA/PG_VERSION ]]; then
+  : "${POSTGRES_USER:=postgres}"
+  : "${POSTGRES_DB:=$POSTGRES_USER}"
+  auth=${POSTGRES_HOST_AUTH_METHOD:-scram-sha-256}
+  if [[ -z ${POSTGRES_PASSWORD:-} && $auth != trust ]]; then
+    echo "error: database is uninitialized and POSTGRES_PASSWORD is not specified" >&2
+    exit 1
+  fi
+  pwfile=$(mktemp)
+  printf '%s\n' "${POSTGRES_PASSWORD:-}" >"$pwfile"
+  # shellcheck disable=SC2086
+  "$PGBIN/initdb" --username="$POSTGRES_USER" --pwfile="$pwfile" --encoding=UTF8 --locale=C.UTF-8 \
+    ${POSTGRES_INITDB_ARGS:-} -D "$PGDATA"
+  rm -f "$pwfile"
+  {
+    echo
+    echo "host all all all $auth"
+  } >>"$PGDATA/pg_hba.conf"
+  echo "listen_addresses = '*'" >>"$PGDATA/postgresql.conf"
+  # temporary server on the socket only, to create the database and run init scripts
+  "$PGBIN/pg_ctl" -D "$PGDATA" -o "-c listen_addresses=''" -w start
+  export PGUSER=$POSTGRES_USER PGPASSWORD=${POSTGRES_PASSWORD:-}
+  if [[ $POSTGRES_DB != postgres ]]; then
+    "$PGBIN/psql" -v ON_ERROR_STOP=1 --dbname postgres --set db="$POSTGRES_DB" <<<'CREATE DATABASE :"db";'
+  fi
+  for f in /docker-entrypoint-initdb.d/*; do
+    [[ -e $f ]] || continue
+    case $f in
+      *.sh) echo "running $f"; bash "$f" ;;
+      *.sql) echo "running $f"; "$PGBIN/psql" -v ON_ERROR_STOP=1 --dbname "$POSTGRES_DB" -f "$f" ;;
+      *) echo "ignoring $f" ;;
+    esac
+  done
+  "$PGBIN/pg_ctl" -D "$PGDATA" -m fast -w stop
+  echo "PostgreSQL init process complete; ready for start up."
+fi
+exec "$PGBIN/postgres" -D "$PGDATA" "$@"

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Root filesystems for the local images, made with debootstrap from Debian's
+# package archive (the mirror the host's apt uses) and cached as tarballs:
+#   base.tar      debootstrap --variant=minbase bookworm
+#   postgres.tar  base + postgresql-15 (no cluster created; see image entrypoint)
+#   tools.tar     base + curl and iproute2 (the temporary client pod)
+# All mounts made while building live in a private mount namespace (unshare -m)
+# and vanish with it.
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=cluster/versions.sh
+. "$here/versions.sh"
+R=$IMAGES_DIR/rootfs-$DEBIAN_SUITE
+mkdir -p "$R"
+log() { printf '[rootfs %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+
+mirror() {
+  local m
+  m=$(grep -h -m1 -E '^URIs: .*/debian$' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{print $2}') || true
+  if [[ -z $m ]]; then m=$(awk '$1=="deb" && $3=="'"$DEBIAN_SUITE"'" {print $2; exit}' /etc/apt/sources.list 2>/dev/null); fi
+  echo "${m:-http://deb.debian.org/debian}"
+}
+
+in_chroot() { # dir command...
+  local dir=$1; shift
+  unshare --mount --propagation private -- bash -euc '
+    d=$1; shift
+    mount -t proc proc "$d/proc"
+    mount --bind /dev "$d/dev"
+    cp /etc/resolv.conf "$d/etc/resolv.conf" 2>/dev/null || true
+    chroot "$d" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8 "$@"
+  ' _ "$dir" "$@"
+}
+
+slim() { # drop what no container needs: package lists, docs, man pages, the build's resolv.conf
+  rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin "$1"/usr/share/doc/* "$1"/usr/share/man/* \
+    "$1"/usr/share/info/* "$1/etc/resolv.conf"
+}
+
+base() {
+  [[ -s $R/base.tar ]] && { log "base: cached"; return; }
+  local d=$R/base.d
+  rm -rf "$d"; mkdir -p "$d"
+  log "base: debootstrap --variant=minbase $DEBIAN_SUITE from $(mirror)"
+  nice -n 10 debootstrap --variant=minbase "$DEBIAN_SUITE" "$d" "$(mirror)" >"$R/debootstrap.log" 2>&1 \
+    || { tail -20 "$R/debootstrap.log" >&2; exit 1; }
+  # same archive set as the host (updates + security), so library versions match
+  if ls /etc/apt/sources.list.d/*.sources >/dev/null 2>&1; then
+    rm -f "$d/etc/apt/sources.list"
+    cp /etc/apt/sources.list.d/debian.sources "$d/etc/apt/sources.list.d/" 2>/dev/null || true
+  fi
+  printf '#!/bin/sh\nexit 101\n' >"$d/usr/sbin/policy-rc.d"; chmod +x "$d/usr/sbin/policy-rc.d"
+  in_chroot "$d" apt-get update -qq
+  in_chroot "$d" apt-get -y -qq upgrade
+  in_chroot "$d" apt-get clean
+  slim "$d"
+  tar -C "$d" --numeric-owner -cf "$R/base.tar.tmp" . && mv "$R/base.tar.tmp" "$R/base.tar"
+  rm -rf "$d"
+}
+
+derived() { # name packages...
+  local name=$1; shift
+  [[ -s $R/$name.tar ]] && { log "$name: cached"; return; }
+  local d=$R/$name.d
+  rm -rf "$d"; mkdir -p "$d"
+  tar -C "$d" -xf "$R/base.tar"
+  if [[ $name == postgres ]]; then
+    mkdir -p "$d/etc/postgresql-common/createcluster.d"
+    echo 'create_main_cluster = false' >"$d/etc/postgresql-common/createcluster.d/no-main.conf"
+  fi
+  log "$name: apt-get install $*"
+  in_chroot "$d" apt-get update -qq
+  in_chroot "$d" apt-get install -y -qq --no-install-recommends "$@" >"$R/$name-apt.log" 2>&1 \
+    || { tail -20 "$R/$name-apt.log" >&2; exit 1; }
+  in_chroot "$d" apt-get clean
+  slim "$d"
+  tar -C "$d" --numeric-owner -cf "$R/$name.tar.tmp" . && mv "$R/$name.tar.tmp" "$R/$name.tar"
+  rm -rf "$d"
+}
+
+base
+derived postgres "postgresql-$PG_MAJOR"
+derived tools curl ca-certificates iproute2
+log "done: $(ls "$R"/*.tar | tr '\n' ' ')"

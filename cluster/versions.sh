@@ -1,0 +1,20 @@
+# shellcheck shell=bash
+# Versions of everything the local cluster builds; the build cache is keyed by them.
+K8S_VERSION=v1.34.4                  # k8s.io/kubernetes (staging modules at v0.34.4, see k8s/go.mod)
+COREDNS_VERSION=v1.14.7              # github.com/coredns/coredns
+MINIKUBE_VERSION=v1.38.1             # k8s.io/minikube/cmd/storage-provisioner
+CLUSTER_CACHE=${CLUSTER_CACHE:-/var/cache/billing-cluster}
+K8S_BIN=$CLUSTER_CACHE/k8s-$K8S_VERSION/bin
+COREDNS_BIN=$CLUSTER_CACHE/coredns-$COREDNS_VERSION/bin
+PROVISIONER_BIN=$CLUSTER_CACHE/minikube-$MINIKUBE_VERSION/bin
+DEBIAN_SUITE=bookworm                # base of the postgres, curl and billing images (matches the service's Debian 12 glibc)
+PG_MAJOR=15                          # Debian bookworm's postgresql-15
+PAUSE_TAG=3.10-local
+IMAGES_DIR=$CLUSTER_CACHE/images
+IMG_PAUSE=localhost/pause:$PAUSE_TAG
+IMG_POSTGRES=localhost/postgres:$PG_MAJOR-debian12
+IMG_CURL=localhost/curl:debian12
+IMG_COREDNS=localhost/coredns:$COREDNS_VERSION
+IMG_PROVISIONER=localhost/storage-provisioner:$MINIKUBE_VERSION
+IMG_BILLING_REPO=localhost/billing
+BILLING_TAGS="v1.1 v2.0"
