@@ -67,12 +67,21 @@ derived() { # name packages...
   if [[ $name == postgres ]]; then
     mkdir -p "$d/etc/postgresql-common/createcluster.d"
     echo 'create_main_cluster = false' >"$d/etc/postgresql-common/createcluster.d/no-main.conf"
+    # uid/gid 999 as in the official postgres image, so charts that set runAsUser/fsGroup 999 work
+    in_chroot "$d" groupadd -r -g 999 postgres
+    in_chroot "$d" useradd -r -g postgres -u 999 --home-dir=/var/lib/postgresql --shell=/bin/bash postgres
   fi
   log "$name: apt-get install $*"
   in_chroot "$d" apt-get update -qq
   in_chroot "$d" apt-get install -y -qq --no-install-recommends "$@" >"$R/$name-apt.log" 2>&1 \
     || { tail -20 "$R/$name-apt.log" >&2; exit 1; }
   in_chroot "$d" apt-get clean
+  if [[ $name == postgres ]]; then
+    mkdir -p "$d/var/run/postgresql" "$d/var/lib/postgresql/data"
+    chown -R 999:999 "$d/var/run/postgresql" "$d/var/lib/postgresql"
+    chmod 3777 "$d/var/run/postgresql"
+    chmod 1777 "$d/var/lib/postgresql/data"
+  fi
   slim "$d"
   tar -C "$d" --numeric-owner -cf "$R/$name.tar.tmp" . && mv "$R/$name.tar.tmp" "$R/$name.tar"
   rm -rf "$d"

@@ -1,1 +1,61 @@
-fn main() {}
+use std::process::ExitCode;
+
+use billing::config::Config;
+use billing::healthcheck;
+
+const USAGE: &str = "\
+usage: billing                 serve the API (configured by environment variables, see README)
+       billing healthcheck [URL]  exit 0 if URL (default http://127.0.0.1:8080/healthz) answers 200
+       billing --version";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        None => serve(),
+        Some("healthcheck") => match healthcheck::check(args.get(1).map_or(healthcheck::DEFAULT_URL, String::as_str)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("billing healthcheck: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Some("--version" | "version") => {
+            println!("billing {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Some("--help" | "-h" | "help") => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Some(other) => {
+            eprintln!("billing: unknown argument {other:?}\n{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn serve() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(e) => {
+            // One line on stderr, without the logger's decoration: this is the whole story for the operator.
+            eprintln!("billing: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("billing: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(billing::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("billing: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

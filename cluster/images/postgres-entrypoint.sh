@@ -22,6 +22,9 @@ if [[ $(id -u) == 0 ]]; then
   chmod 700 "$PGDATA"
   exec setpriv --reuid=postgres --regid=postgres --init-groups "$0" "$@"
 fi
+# not root (e.g. runAsUser: 999): make what we may, as the official image does
+mkdir -p "$PGDATA" 2>/dev/null || true
+chmod 700 "$PGDATA" 2>/dev/null || true
 
 if [[ ! -s $PGDATA/PG_VERSION ]]; then
   : "${POSTGRES_USER:=postgres}"

@@ -1,0 +1,57 @@
+//! State shared by every request.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::db::{self, DbConn, DbPool};
+use crate::error::ApiError;
+use crate::txlog::TxLog;
+
+#[derive(Clone)]
+pub struct App {
+    pub pool: DbPool,
+    pub txlog: Option<TxLog>,
+    /// Bound on any single query, so a database that stops answering yields a 503 instead of a hung request.
+    pub query_timeout: Duration,
+    /// Set once the database answered and the migrations ran; until then data endpoints answer 503.
+    started: Arc<AtomicBool>,
+}
+
+impl App {
+    pub fn new(pool: DbPool, txlog: Option<TxLog>, query_timeout: Duration) -> Self {
+        App { pool, txlog, query_timeout, started: Arc::new(AtomicBool::new(false)) }
+    }
+
+    pub fn mark_started(&self) {
+        self.started.store(true, Ordering::Release);
+    }
+
+    /// A pooled connection for a request, or the 503 that explains why there is none.
+    pub async fn connection(&self) -> Result<DbConn, ApiError> {
+        if !self.started.load(Ordering::Acquire) {
+            return Err(ApiError::unavailable(
+                "billing is starting: it is waiting for the database and applying migrations",
+            ));
+        }
+        db::checkout(&self.pool).await
+    }
+
+    /// Runs one database call under [`App::query_timeout`].
+    pub async fn bounded<T>(
+        &self,
+        action: &str,
+        query: impl Future<Output = Result<T, diesel::result::Error>>,
+    ) -> Result<T, ApiError> {
+        match tokio::time::timeout(self.query_timeout, query).await {
+            Ok(result) => result.map_err(|e| ApiError::from_query(action, &e)),
+            Err(_) => {
+                log::warn!("{action}: no answer from the database within {:?}", self.query_timeout);
+                Err(ApiError::unavailable(format!(
+                    "the database did not answer within {}s while {action}",
+                    self.query_timeout.as_secs()
+                )))
+            }
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! Settings read from the environment. Names follow the original Flask app (`DATABASE_URL`, `LOG_FILE`) so that
+//! existing manifests keep working; everything else has a safe default.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Everything the service needs to start. Built once by [`Config::from_env`].
+#[derive(Clone)]
+pub struct Config {
+    pub database: tokio_postgres::Config,
+    pub listen_addr: SocketAddr,
+    pub pool_size: u32,
+    /// Upper bound on waiting for a pooled connection or a query, so a dead database yields a 503, not a hang.
+    pub database_timeout: Duration,
+    /// How long start-up keeps retrying an unreachable database before giving up.
+    pub database_wait: Duration,
+    /// How long SIGTERM waits for in-flight requests before the process exits anyway.
+    pub shutdown_timeout: Duration,
+    pub log_file: Option<PathBuf>,
+    /// Name written into each transaction-log line: the pod name in a StatefulSet.
+    pub host_name: String,
+}
+
+impl fmt::Debug for Config {
+    // Hand-written so that a debug print can never leak the database password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("database", &describe_database(&self.database))
+            .field("listen_addr", &self.listen_addr)
+            .field("pool_size", &self.pool_size)
+            .field("database_timeout", &self.database_timeout)
+            .field("database_wait", &self.database_wait)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("log_file", &self.log_file)
+            .field("host_name", &self.host_name)
+            .finish()
+    }
+}
+
+/// A configuration problem, worded for the operator who has to fix the environment.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+pub const DEFAULT_LISTEN_ADDR: &str = "0.0.0.0:8080";
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads settings through `lookup` so tests can supply an environment without touching the process's own.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+
+        let url = get("DATABASE_URL").ok_or_else(|| {
+            ConfigError(
+                "DATABASE_URL is not set: give it as postgres://USER@HOST:PORT/DATABASE \
+                 (the password may come from DATABASE_PASSWORD)"
+                    .into(),
+            )
+        })?;
+        let mut database = parse_database_url(&url)?;
+        if let Some(password) = lookup("DATABASE_PASSWORD").filter(|p| !p.is_empty()) {
+            // Taken verbatim: a password from a Kubernetes Secret needs no URL-encoding.
+            database.password(password);
+        }
+
+        let database_timeout = Duration::from_secs(parse_number(&get, "DATABASE_TIMEOUT_SECS", 5, 1, 300)?);
+        database.connect_timeout(database_timeout);
+        database.application_name("billing");
+        // Dead peers (a node gone, a partition) are noticed by TCP keepalive instead of hanging a pooled connection.
+        database.keepalives_idle(Duration::from_secs(30));
+
+        let listen_addr = match get("LISTEN_ADDR") {
+            None => SocketAddr::from_str(DEFAULT_LISTEN_ADDR).map_err(|e| ConfigError(e.to_string()))?,
+            Some(v) => SocketAddr::from_str(v.trim()).map_err(|_| {
+                ConfigError(format!(
+                    "LISTEN_ADDR must be an IP address and port such as {DEFAULT_LISTEN_ADDR}, got {v:?}"
+                ))
+            })?,
+        };
+
+        let host_name = match get("BILLING_HOSTNAME") {
+            Some(name) => name,
+            None => gethostname::gethostname().to_string_lossy().into_owned(),
+        };
+
+        Ok(Config {
+            database,
+            listen_addr,
+            pool_size: u32::try_from(parse_number(&get, "DATABASE_POOL_SIZE", 10, 1, 1000)?)
+                .map_err(|e| ConfigError(e.to_string()))?,
+            database_timeout,
+            database_wait: Duration::from_secs(parse_number(&get, "DATABASE_WAIT_SECS", 120, 0, 86_400)?),
+            shutdown_timeout: Duration::from_secs(parse_number(&get, "SHUTDOWN_TIMEOUT_SECS", 20, 0, 3_600)?),
+            log_file: get("LOG_FILE").map(PathBuf::from),
+            host_name,
+        })
+    }
+}
+
+fn parse_database_url(url: &str) -> Result<tokio_postgres::Config, ConfigError> {
+    let url = url.trim();
+    // tokio-postgres also accepts "key=value" strings; the course and the chart use URLs, and requiring one turns
+    // a stray value (a bare host name, a password pasted into the wrong variable) into a clear error.
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(ConfigError(
+            "DATABASE_URL must start with postgres:// or postgresql:// (for example \
+             postgres://billing@postgres:5432/billing)"
+                .into(),
+        ));
+    }
+    // The parser's own message can quote the offending text, which may contain the password: never show it.
+    let config = tokio_postgres::Config::from_str(url).map_err(|_| {
+        ConfigError(
+            "DATABASE_URL is not a valid PostgreSQL URL: expected postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE \
+             with special characters in the password percent-encoded (or the password in DATABASE_PASSWORD)"
+                .into(),
+        )
+    })?;
+    if config.get_hosts().is_empty() {
+        return Err(ConfigError("DATABASE_URL names no host".into()));
+    }
+    if config.get_dbname().is_none() {
+        return Err(ConfigError("DATABASE_URL names no database: add /DATABASE after the host".into()));
+    }
+    Ok(config)
+}
+
+fn parse_number(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &str,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
+    let Some(raw) = get(name) else {
+        return Ok(default);
+    };
+    match raw.trim().parse::<u64>() {
+        Ok(v) if (min..=max).contains(&v) => Ok(v),
+        _ => Err(ConfigError(format!("{name} must be a whole number from {min} to {max}, got {raw:?}"))),
+    }
+}
+
+/// `user@host:port/db`, for logs: everything an operator needs to recognise the target, and no password.
+pub fn describe_database(config: &tokio_postgres::Config) -> String {
+    let host = config
+        .get_hosts()
+        .iter()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(",");
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!(
+        "{}@{}:{}/{}",
+        config.get_user().unwrap_or("(default user)"),
+        host,
+        port,
+        config.get_dbname().unwrap_or("")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    fn error(vars: &[(&str, &str)]) -> String {
+        match config(vars) {
+            Ok(c) => panic!("expected an error, got {c:?}"),
+            Err(e) => e.0,
+        }
+    }
+
+    #[test]
+    fn defaults() -> Result<(), ConfigError> {
+        let c = config(&[("DATABASE_URL", "postgres://billing@db:5432/billing")])?;
+        assert_eq!(c.listen_addr.to_string(), "0.0.0.0:8080");
+        assert_eq!(c.pool_size, 10);
+        assert_eq!(c.database_timeout, Duration::from_secs(5));
+        assert_eq!(c.log_file, None);
+        assert_eq!(describe_database(&c.database), "billing@db:5432/billing");
+        assert!(!c.host_name.is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn password_from_separate_variable_is_taken_verbatim() -> Result<(), ConfigError> {
+        let password = "p@ss:w/o?r#d%20 'x\"";
+        let c = config(&[("DATABASE_URL", "postgres://billing:old@db/billing"), ("DATABASE_PASSWORD", password)])?;
+        assert_eq!(c.database.get_password(), Some(password.as_bytes()));
+        Ok(())
+    }
+
+    #[test]
+    fn percent_encoded_password_in_url_is_decoded() -> Result<(), ConfigError> {
+        let c = config(&[("DATABASE_URL", "postgres://billing:a%40b@db/billing")])?;
+        assert_eq!(c.database.get_password(), Some("a@b".as_bytes()));
+        Ok(())
+    }
+
+    #[test]
+    fn missing_url_is_explained() {
+        assert!(error(&[]).starts_with("DATABASE_URL is not set"));
+        assert!(error(&[("DATABASE_URL", "  ")]).starts_with("DATABASE_URL is not set"));
+    }
+
+    #[test]
+    fn malformed_url_never_echoes_the_password() {
+        for url in [
+            "postgres://billing:s3cretpw@db:notaport/billing",
+            "s3cretpw",
+            "postgres://billing:s3cretpw@db:5432",
+        ] {
+            let message = error(&[("DATABASE_URL", url)]);
+            assert!(message.contains("DATABASE_URL"), "{message}");
+            assert!(!message.contains("s3cretpw"), "password leaked: {message}");
+            assert!(!message.contains('\n'), "one line expected: {message}");
+        }
+        assert!(!format!("{:?}", config(&[("DATABASE_URL", "postgres://u:s3cretpw@h/d")])).contains("s3cretpw"));
+    }
+
+    #[test]
+    fn bad_numbers_and_addresses_are_named() {
+        let url = ("DATABASE_URL", "postgres://u@h/d");
+        assert_eq!(
+            error(&[url, ("DATABASE_POOL_SIZE", "0")]),
+            "DATABASE_POOL_SIZE must be a whole number from 1 to 1000, got \"0\""
+        );
+        assert!(error(&[url, ("DATABASE_TIMEOUT_SECS", "soon")]).starts_with("DATABASE_TIMEOUT_SECS must be"));
+        assert!(error(&[url, ("LISTEN_ADDR", "8080")]).starts_with("LISTEN_ADDR must be an IP address and port"));
+    }
+
+    #[test]
+    fn host_name_override() -> Result<(), ConfigError> {
+        let c = config(&[("DATABASE_URL", "postgres://u@h/d"), ("BILLING_HOSTNAME", "billing-stateful-1")])?;
+        assert_eq!(c.host_name, "billing-stateful-1");
+        Ok(())
+    }
+}

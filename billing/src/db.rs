@@ -1,0 +1,135 @@
+//! Connections, the pool, start-up waiting and migrations.
+
+use std::time::{Duration, Instant};
+
+use diesel::connection::SimpleConnection;
+use diesel::result::{ConnectionError, DatabaseErrorKind, Error as DieselError};
+use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
+use diesel_async::pooled_connection::bb8::{Pool, PooledConnection, RunError};
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, PoolError, PoolableConnection, RecyclingMethod,
+};
+use diesel_async::AsyncPgConnection;
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use futures_util::FutureExt;
+
+use crate::config::{Config, describe_database};
+use crate::error::ApiError;
+
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+/// Session-level advisory lock held while migrating: replicas starting together on an empty database take turns
+/// instead of racing to create the same table. The value spells "billing" in ASCII.
+const MIGRATION_LOCK_KEY: i64 = 0x0062_696c_6c69_6e67;
+
+pub type DbPool = Pool<AsyncPgConnection>;
+pub type DbConn = PooledConnection<'static, AsyncPgConnection>;
+
+/// Opens one connection, bounded by the configured connect timeout.
+pub async fn connect(database: &tokio_postgres::Config) -> Result<AsyncPgConnection, ConnectionError> {
+    let (client, connection) = database
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
+    AsyncPgConnection::try_from_client_and_connection(client, connection).await
+}
+
+/// Start-up: retries with exponential backoff (0.25 s doubling to 8 s) until the database answers or
+/// `config.database_wait` has passed, so a pod that starts before PostgreSQL waits instead of crash-looping.
+pub async fn wait_for_database(config: &Config) -> Result<AsyncPgConnection, String> {
+    let started = Instant::now();
+    let target = describe_database(&config.database);
+    let mut delay = Duration::from_millis(250);
+    for attempt in 1.. {
+        match connect(&config.database).await {
+            Ok(conn) => {
+                log::info!("connected to PostgreSQL at {target} (attempt {attempt})");
+                return Ok(conn);
+            }
+            Err(e) => {
+                let waited = started.elapsed();
+                if waited + delay > config.database_wait {
+                    return Err(format!(
+                        "gave up connecting to PostgreSQL at {target} after {attempt} attempts in {:.1}s: {e}",
+                        waited.as_secs_f64()
+                    ));
+                }
+                log::warn!(
+                    "PostgreSQL at {target} is not reachable yet (attempt {attempt}): {e}; retrying in {:.2}s",
+                    delay.as_secs_f64()
+                );
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(8));
+            }
+        }
+    }
+    unreachable!("the attempt counter is unbounded")
+}
+
+/// Applies pending embedded migrations under [`MIGRATION_LOCK_KEY`]. Diesel's migration harness is synchronous, so
+/// it runs on a blocking thread through [`AsyncConnectionWrapper`]. Returns the versions it applied.
+pub async fn run_migrations(conn: AsyncPgConnection) -> Result<Vec<String>, String> {
+    tokio::task::spawn_blocking(move || {
+        let mut conn: AsyncConnectionWrapper<AsyncPgConnection> = AsyncConnectionWrapper::from(conn);
+        conn.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))
+            .map_err(|e| format!("could not take the migration lock: {e}"))?;
+        let applied = conn
+            .run_pending_migrations(MIGRATIONS)
+            .map(|versions| versions.iter().map(ToString::to_string).collect::<Vec<_>>())
+            .map_err(|e| format!("migration failed: {e}"));
+        // Closing the connection releases the lock too; unlocking explicitly just makes it prompt.
+        let unlocked = conn.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"));
+        let applied = applied?;
+        unlocked.map_err(|e| format!("could not release the migration lock: {e}"))?;
+        Ok(applied)
+    })
+    .await
+    .map_err(|e| format!("the migration task failed: {e}"))?
+}
+
+pub async fn build_pool(config: &Config) -> Result<DbPool, String> {
+    let database = config.database.clone();
+    let mut manager_config = ManagerConfig::<AsyncPgConnection>::default();
+    manager_config.custom_setup = Box::new(move |_url| {
+        let database = database.clone();
+        async move { connect(&database).await }.boxed()
+    });
+    // A connection whose socket closed (PostgreSQL restarted, an idle timeout) is dropped at check-out and replaced,
+    // at no round-trip cost; one that breaks mid-query fails that request with a 503 and is discarded.
+    manager_config.recycling_method = RecyclingMethod::CustomFunction(Box::new(|conn| {
+        let broken = PoolableConnection::is_broken(conn);
+        async move {
+            if broken {
+                Err(DieselError::DatabaseError(
+                    DatabaseErrorKind::ClosedConnection,
+                    Box::new("pooled connection was closed".to_string()),
+                ))
+            } else {
+                Ok(())
+            }
+        }
+        .boxed()
+    }));
+    let manager = AsyncDieselConnectionManager::new_with_config(describe_database(&config.database), manager_config);
+    Pool::builder()
+        .max_size(config.pool_size)
+        .connection_timeout(config.database_timeout)
+        .build(manager)
+        .await
+        .map_err(|e| format!("could not create the connection pool: {e}"))
+}
+
+/// A connection for one request, or the 503 that says why there is none.
+pub async fn checkout(pool: &DbPool) -> Result<DbConn, ApiError> {
+    pool.get_owned().await.map_err(|e| match e {
+        RunError::TimedOut => ApiError::unavailable(
+            "no database connection became available in time; PostgreSQL may be down or overloaded",
+        ),
+        RunError::User(PoolError::ConnectionError(e)) => {
+            ApiError::unavailable(format!("cannot connect to the database: {e}"))
+        }
+        RunError::User(PoolError::QueryError(e)) => {
+            ApiError::unavailable(format!("the database connection failed its check: {e}"))
+        }
+    })
+}

@@ -1,0 +1,129 @@
+//! Every failure the API reports: a status and a JSON body that says what went wrong and, for bad input, which
+//! field. Database failures are classified here so that handlers never decide status codes on their own.
+
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use serde::Serialize;
+use warp::http::StatusCode;
+use warp::reply::{Reply, Response};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    /// A stable, machine-readable name for the kind of failure.
+    pub code: &'static str,
+    pub field: Option<&'static str>,
+    pub message: String,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+    message: &'a str,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, code, field: None, message: message.into() }
+    }
+
+    pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+        ApiError { field: Some(field), ..Self::new(StatusCode::BAD_REQUEST, "invalid_field", message) }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    pub fn unsupported_media_type(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", message)
+    }
+
+    pub fn payload_too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the request body is larger than {limit} bytes"),
+        )
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub fn method_not_allowed(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", message)
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable", message)
+    }
+
+    pub fn schema_missing(database_message: &str) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "schema_missing",
+            format!(
+                "the ledger table is missing from the database ({database_message}); was the database wiped? \
+                 billing does not re-create it behind your back: restore the data, or restart billing to run its \
+                 migrations on an empty database"
+            ),
+        )
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+
+    /// Classifies a failed query. `action` says what was being done, e.g. "reading transaction 5".
+    pub fn from_query(action: &str, err: &DieselError) -> Self {
+        match err {
+            DieselError::NotFound => Self::not_found(format!("not found while {action}")),
+            DieselError::DatabaseError(kind, info) => {
+                let message = info.message();
+                if is_missing_table(message) {
+                    log::error!("{action}: {message}");
+                    return Self::schema_missing(message);
+                }
+                match kind {
+                    DatabaseErrorKind::ClosedConnection => {
+                        log::warn!("{action}: database connection lost: {message}");
+                        Self::unavailable(format!("the database connection was lost while {action}"))
+                    }
+                    DatabaseErrorKind::CheckViolation | DatabaseErrorKind::NotNullViolation => {
+                        Self::bad_request(format!("the database refused the values: {message}"))
+                    }
+                    _ => {
+                        log::error!("{action}: {message}");
+                        Self::internal(format!("database error while {action}: {message}"))
+                    }
+                }
+            }
+            other => {
+                // Protocol-level failures (a reset socket, a server that went away mid-query) surface here.
+                log::warn!("{action}: {other}");
+                Self::unavailable(format!("the database failed while {action}: {other}"))
+            }
+        }
+    }
+}
+
+fn is_missing_table(message: &str) -> bool {
+    message.starts_with("relation \"transactions\" does not exist")
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl Reply for ApiError {
+    fn into_response(self) -> Response {
+        let body = Body { error: self.code, field: self.field, message: &self.message };
+        warp::reply::with_status(warp::reply::json(&body), self.status).into_response()
+    }
+}

@@ -1,0 +1,148 @@
+//! One function per endpoint. Each returns a finished response: errors are rendered by [`ApiError`], so the router
+//! never has to guess a status code.
+
+use bytes::{Buf, Bytes};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use futures_util::{Stream, StreamExt};
+use warp::http::{StatusCode, header};
+use warp::reply::{Reply, Response};
+
+use crate::app::App;
+use crate::error::ApiError;
+use crate::models::Transaction;
+use crate::schema::transactions;
+use crate::validation::{self, Body};
+
+/// `/add` takes two short fields; anything much larger is a mistake or an attack.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+fn respond(result: Result<Response, ApiError>) -> Response {
+    result.unwrap_or_else(Reply::into_response)
+}
+
+fn text(status: StatusCode, body: String) -> Response {
+    warp::reply::with_status(body, status).into_response()
+}
+
+pub async fn ping() -> Response {
+    text(StatusCode::OK, "pong".into())
+}
+
+/// Liveness: the process is up and serving; says nothing about the database, so a database outage never gets
+/// healthy pods restarted.
+pub async fn healthz() -> Response {
+    text(StatusCode::OK, "ok".into())
+}
+
+/// Readiness: the database answers and the ledger table is there.
+pub async fn readyz(app: App) -> Response {
+    respond(
+        async {
+            let mut conn = app.connection().await?;
+            app.bounded(
+                "checking readiness",
+                diesel::sql_query("SELECT 1 FROM transactions LIMIT 0").execute(&mut conn),
+            )
+            .await?;
+            Ok(text(StatusCode::OK, "ready".into()))
+        }
+        .await,
+    )
+}
+
+/// `POST /add`: fields from the query string (as the original app) or a JSON or form body.
+pub async fn add(
+    app: App,
+    query: String,
+    content_type: Option<String>,
+    accept: Option<String>,
+    body: impl Stream<Item = Result<impl Buf, warp::Error>> + Unpin,
+) -> Response {
+    respond(
+        async {
+            let body = read_body(body).await?;
+            let new = validation::parse_add(&query, Body { content_type: content_type.as_deref(), bytes: &body })?;
+            let mut conn = app.connection().await?;
+            let created: Transaction = app
+                .bounded(
+                    "adding a transaction",
+                    diesel::insert_into(transactions::table)
+                        .values(&new)
+                        .returning(Transaction::as_returning())
+                        .get_result(&mut conn),
+                )
+                .await?;
+            drop(conn);
+            if let Some(txlog) = &app.txlog {
+                txlog.append(&created).await;
+            }
+            let location = format!("/get/{}", created.id);
+            let reply = if wants_json(accept.as_deref()) {
+                warp::reply::with_status(warp::reply::json(&created), StatusCode::CREATED).into_response()
+            } else {
+                text(StatusCode::CREATED, format!("Transaction added. transaction id={}", created.id))
+            };
+            Ok(warp::reply::with_header(reply, header::LOCATION, location).into_response())
+        }
+        .await,
+    )
+}
+
+async fn read_body(mut body: impl Stream<Item = Result<impl Buf, warp::Error>> + Unpin) -> Result<Bytes, ApiError> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("could not read the request body: {e}")))?;
+        if bytes.len() + chunk.remaining() > MAX_BODY_BYTES {
+            return Err(ApiError::payload_too_large(MAX_BODY_BYTES));
+        }
+        bytes.extend_from_slice(chunk.chunk());
+    }
+    Ok(Bytes::from(bytes))
+}
+
+/// True when the client lists `application/json` (with any parameters) among the types it accepts.
+fn wants_json(accept: Option<&str>) -> bool {
+    accept.is_some_and(|accept| {
+        accept.split(',').any(|range| {
+            let mut parts = range.split(';');
+            let media = parts.next().unwrap_or_default().trim();
+            let refused = parts.any(|p| matches!(p.trim(), "q=0" | "q=0.0" | "q=0.00" | "q=0.000"));
+            media.eq_ignore_ascii_case("application/json") && !refused
+        })
+    })
+}
+
+pub async fn get(raw_id: String, app: App) -> Response {
+    respond(
+        async {
+            let id = validation::parse_id(&raw_id)?;
+            let mut conn = app.connection().await?;
+            let found: Option<Transaction> = app
+                .bounded(
+                    &format!("reading transaction {id}"),
+                    async { transactions::table.find(id).select(Transaction::as_select()).first(&mut conn).await.optional() },
+                )
+                .await?;
+            match found {
+                Some(t) => Ok(warp::reply::json(&t).into_response()),
+                None => Err(ApiError::not_found(format!("transaction {id} does not exist"))),
+            }
+        }
+        .await,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wants_json;
+
+    #[test]
+    fn accept_header_negotiation() {
+        assert!(wants_json(Some("application/json")));
+        assert!(wants_json(Some("text/html, Application/JSON;q=0.9")));
+        assert!(!wants_json(Some("application/json;q=0")));
+        assert!(!wants_json(Some("*/*")));
+        assert!(!wants_json(None));
+    }
+}

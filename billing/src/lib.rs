@@ -1,0 +1,98 @@
+//! billing: a payment-history REST service on PostgreSQL.
+
+pub mod app;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod getall;
+pub mod handlers;
+pub mod healthcheck;
+pub mod models;
+pub mod router;
+pub mod schema;
+pub mod shutdown;
+pub mod txlog;
+pub mod validation;
+
+use tokio::sync::watch;
+
+use crate::app::App;
+use crate::config::{Config, describe_database};
+use crate::txlog::TxLog;
+
+/// Serves until SIGTERM/SIGINT (then drains and returns `Ok`) or until start-up fails (then returns why).
+///
+/// The listener opens first, so `/healthz` answers while the database is awaited and Kubernetes does not restart a
+/// pod that is only waiting; data endpoints and `/readyz` answer 503 until the migrations have run.
+pub async fn run(config: Config) -> Result<(), String> {
+    let listener = tokio::net::TcpListener::bind(config.listen_addr)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen_addr))?;
+    let pool = db::build_pool(&config).await?;
+    let txlog = config.log_file.clone().map(|path| TxLog::new(path, config.host_name.clone()));
+    let app = App::new(pool, txlog, config.database_timeout);
+
+    // Either a signal or a failed start-up ends the server; `stop` carries the latter to the graceful future.
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let (draining_tx, mut draining_rx) = watch::channel(false);
+    let graceful = async move {
+        tokio::select! {
+            () = shutdown::signalled() => {}
+            _ = stop_rx.changed() => {}
+        }
+        let _ = draining_tx.send(true);
+    };
+    log::info!("billing {} listening on {}", env!("CARGO_PKG_VERSION"), config.listen_addr);
+    let server = tokio::spawn(warp::serve(router::routes(app.clone())).incoming(listener).graceful(graceful).run());
+
+    let started = tokio::select! {
+        result = start(&config, &app) => result,
+        _ = draining_rx.changed() => Err("stopped before start-up finished".into()),
+    };
+    if let Err(e) = &started {
+        log::error!("start-up failed: {e}");
+        let _ = stop_tx.send(true);
+    }
+
+    // The drain is bounded: past `shutdown_timeout` after the signal, whatever is still in flight is cut off.
+    let deadline = async {
+        while !*draining_rx.borrow_and_update() {
+            if draining_rx.changed().await.is_err() {
+                break;
+            }
+        }
+        tokio::time::sleep(config.shutdown_timeout).await;
+    };
+    tokio::select! {
+        joined = server => joined.map_err(|e| format!("the server task failed: {e}"))?,
+        () = deadline => log::warn!(
+            "requests still in flight after {}s; exiting anyway",
+            config.shutdown_timeout.as_secs()
+        ),
+    }
+    drop(app);
+    match started {
+        Ok(()) => {
+            log::info!("stopped");
+            Ok(())
+        }
+        Err(e) if e.starts_with("stopped before") => {
+            log::info!("stopped");
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+async fn start(config: &Config, app: &App) -> Result<(), String> {
+    let conn = db::wait_for_database(config).await?;
+    let applied = db::run_migrations(conn).await?;
+    if applied.is_empty() {
+        log::info!("schema is up to date");
+    } else {
+        log::info!("applied migrations: {}", applied.join(", "));
+    }
+    app.mark_started();
+    log::info!("ready: serving transactions from {}", describe_database(&config.database));
+    Ok(())
+}

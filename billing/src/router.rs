@@ -1,0 +1,95 @@
+//! Routes, the access log, and the JSON 404/405 for everything else.
+//!
+//! Each route matches its path before its method, so a known path with the wrong method is told which methods it
+//! has (405 with `Allow`), and only an unknown path is a 404.
+
+use std::convert::Infallible;
+
+use warp::filters::path::FullPath;
+use warp::http::{Method, header};
+use warp::reply::{Reply, Response};
+use warp::Filter;
+
+use crate::app::App;
+use crate::error::ApiError;
+use crate::{getall, handlers};
+
+pub fn routes(app: App) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone + Send + Sync + 'static {
+    let with_app = warp::any().map(move || app.clone());
+    // The raw query string, or "" when there is none (warp rejects a missing one).
+    let raw_query = warp::query::raw().or(warp::any().map(String::new)).unify();
+
+    let ping = warp::path!("ping").and(warp::get()).then(handlers::ping);
+    let healthz = warp::path!("healthz").and(warp::get()).then(handlers::healthz);
+    let readyz = warp::path!("readyz").and(warp::get()).and(with_app.clone()).then(handlers::readyz);
+    let get_all = warp::path!("getall")
+        .and(warp::get())
+        .and(with_app.clone())
+        .and(raw_query.clone())
+        .then(getall::getall);
+    let get_one = warp::path!("get" / String).and(warp::get()).and(with_app.clone()).then(handlers::get);
+    let add = warp::path!("add")
+        .and(warp::post())
+        .and(with_app)
+        .and(raw_query)
+        .and(warp::header::optional::<String>("content-type"))
+        .and(warp::header::optional::<String>("accept"))
+        .and(warp::body::stream())
+        .then(|app, query, content_type, accept, body| {
+            handlers::add(app, query, content_type, accept, Box::pin(body))
+        });
+
+    let fallback = warp::method().and(warp::path::full()).map(fallback);
+
+    ping.or(healthz)
+        .unify()
+        .or(readyz)
+        .unify()
+        .or(get_all)
+        .unify()
+        .or(get_one)
+        .unify()
+        .or(add)
+        .unify()
+        .or(fallback)
+        .unify()
+        .with(warp::log::custom(access_log))
+}
+
+/// The methods each known path answers to.
+fn allowed_methods(path: &str) -> Option<&'static str> {
+    match path {
+        "/ping" | "/healthz" | "/readyz" | "/getall" => Some("GET"),
+        "/add" => Some("POST"),
+        p if p.strip_prefix("/get/").is_some_and(|id| !id.is_empty() && !id.contains('/')) => Some("GET"),
+        _ => None,
+    }
+}
+
+fn fallback(method: Method, path: FullPath) -> Response {
+    let path = path.as_str();
+    match allowed_methods(path) {
+        Some(allowed) => warp::reply::with_header(
+            ApiError::method_not_allowed(format!("{path} does not accept {method}; use {allowed}")),
+            header::ALLOW,
+            allowed,
+        )
+        .into_response(),
+        None => ApiError::not_found(format!(
+            "no route for {method} {path}; the API is GET /ping, GET /getall, GET /get/<id>, POST /add, \
+             GET /healthz, GET /readyz"
+        ))
+        .into_response(),
+    }
+}
+
+fn access_log(info: warp::log::Info<'_>) {
+    log::info!(
+        target: "billing::access",
+        "{} {} {} {:.3}ms",
+        info.method(),
+        info.path(),
+        info.status().as_u16(),
+        info.elapsed().as_secs_f64() * 1000.0
+    );
+}
