@@ -1,0 +1,233 @@
+//! The wire format of every endpoint, against a real service process and a real PostgreSQL.
+
+mod common;
+
+use common::{TestApp, TestResult};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+fn content_type(r: &reqwest::Response) -> String {
+    r.headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test]
+async fn ping_answers_pong_as_text() -> TestResult {
+    let app = TestApp::start()?;
+    let r = app.client.get(app.url("/ping")).send().await?;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(content_type(&r), "text/plain; charset=utf-8");
+    assert_eq!(r.text().await?, "pong");
+    Ok(())
+}
+
+#[tokio::test]
+async fn add_by_query_string_answers_like_the_original_app() -> TestResult {
+    let app = TestApp::start()?;
+    let r = app.client.post(app.url("/add?client_id=1&amount=1000")).send().await?;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(content_type(&r), "text/plain; charset=utf-8");
+    assert_eq!(r.headers().get("location").map(|v| v.as_bytes()), Some(&b"/get/1"[..]));
+    assert_eq!(r.text().await?, "Transaction added. transaction id=1");
+    let r = app.client.post(app.url("/add?client_id=2&amount=5")).send().await?;
+    assert_eq!(r.text().await?, "Transaction added. transaction id=2");
+    assert_eq!(app.sql("SELECT id, client_id, amount FROM transactions ORDER BY id")?, "1|1|1000\n2|2|5");
+    Ok(())
+}
+
+#[tokio::test]
+async fn add_answers_json_when_asked() -> TestResult {
+    let app = TestApp::start()?;
+    let r = app
+        .client
+        .post(app.url("/add?client_id=acme-7&amount=250"))
+        .header("accept", "application/json")
+        .send()
+        .await?;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(content_type(&r), "application/json");
+    let body: Value = r.json().await?;
+    assert_eq!(body["id"], 1);
+    assert_eq!(body["client_id"], "acme-7");
+    assert_eq!(body["amount"], 250);
+    let created_at = body["created_at"].as_str().ok_or("created_at is not a string")?;
+    assert!(created_at.ends_with('Z') && created_at.len() == 27, "{created_at}");
+    assert_eq!(body.as_object().map(|o| o.len()), Some(4));
+    Ok(())
+}
+
+#[tokio::test]
+async fn add_accepts_json_and_form_bodies() -> TestResult {
+    let app = TestApp::start()?;
+    let r = app.client.post(app.url("/add")).json(&json!({"client_id": "7", "amount": 70})).send().await?;
+    assert_eq!((r.status(), r.text().await?), (StatusCode::CREATED, "Transaction added. transaction id=1".into()));
+    let r = app.client.post(app.url("/add")).form(&[("client_id", "8"), ("amount", "80")]).send().await?;
+    assert_eq!((r.status(), r.text().await?), (StatusCode::CREATED, "Transaction added. transaction id=2".into()));
+    let r = app.client.post(app.url("/add")).json(&json!({"client_id": 9, "amount": 90})).send().await?;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(app.sql("SELECT client_id || ':' || amount FROM transactions ORDER BY id")?, "7:70\n8:80\n9:90");
+    Ok(())
+}
+
+#[tokio::test]
+async fn getall_lists_every_transaction_in_id_order() -> TestResult {
+    let app = TestApp::start()?;
+    let r = app.client.get(app.url("/getall")).send().await?;
+    assert_eq!((r.status(), content_type(&r)), (StatusCode::OK, "application/json".into()));
+    assert_eq!(r.text().await?, "[]");
+    for (client, amount) in [("1", 1000), ("2", 20), ("1", 3)] {
+        app.client.post(app.url(&format!("/add?client_id={client}&amount={amount}"))).send().await?;
+    }
+    let body: Value = app.client.get(app.url("/getall")).send().await?.json().await?;
+    let rows = body.as_array().ok_or("not an array")?;
+    let summary: Vec<(i64, &str, i64)> = rows
+        .iter()
+        .map(|r| (r["id"].as_i64().unwrap_or(-1), r["client_id"].as_str().unwrap_or("?"), r["amount"].as_i64().unwrap_or(-1)))
+        .collect();
+    assert_eq!(summary, vec![(1, "1", 1000), (2, "2", 20), (3, "1", 3)]);
+    assert!(rows.iter().all(|r| r["created_at"].as_str().is_some_and(|t| t.ends_with('Z'))));
+    Ok(())
+}
+
+#[tokio::test]
+async fn getall_pages_by_key() -> TestResult {
+    let app = TestApp::start()?;
+    app.sql("INSERT INTO transactions (client_id, amount) SELECT 'c' || g, g FROM generate_series(1, 25) g")?;
+    let ids = |v: Value| -> Vec<i64> { v.as_array().into_iter().flatten().filter_map(|r| r["id"].as_i64()).collect() };
+    let page1 = ids(app.client.get(app.url("/getall?limit=10")).send().await?.json().await?);
+    assert_eq!(page1, (1..=10).collect::<Vec<_>>());
+    let page3 = ids(app.client.get(app.url("/getall?limit=10&after_id=20")).send().await?.json().await?);
+    assert_eq!(page3, (21..=25).collect::<Vec<_>>());
+    let rest = ids(app.client.get(app.url("/getall?after_id=23")).send().await?.json().await?);
+    assert_eq!(rest, vec![24, 25]);
+    for bad in ["/getall?limit=0", "/getall?limit=abc", "/getall?after_id=-1", "/getall?limit=100001"] {
+        let r = app.client.get(app.url(bad)).send().await?;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{bad}");
+        let body: Value = r.json().await?;
+        assert!(body["field"] == "limit" || body["field"] == "after_id", "{bad}: {body}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn getall_streams_a_large_table_intact() -> TestResult {
+    let app = TestApp::start()?;
+    app.sql("INSERT INTO transactions (client_id, amount) SELECT 'client-' || g, g FROM generate_series(1, 50000) g")?;
+    let r = app.client.get(app.url("/getall")).send().await?;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.content_length().is_none(), "a streamed body has no Content-Length");
+    let body: Vec<Value> = r.json().await?;
+    assert_eq!(body.len(), 50000);
+    assert!(body.iter().enumerate().all(|(i, r)| r["id"].as_i64() == i64::try_from(i + 1).ok()));
+    assert_eq!(body[49999]["client_id"], "client-50000");
+    Ok(())
+}
+
+#[tokio::test]
+async fn get_by_id_and_its_errors() -> TestResult {
+    let app = TestApp::start()?;
+    app.client.post(app.url("/add?client_id=1&amount=1000")).send().await?;
+    let r = app.client.get(app.url("/get/1")).send().await?;
+    assert_eq!((r.status(), content_type(&r)), (StatusCode::OK, "application/json".into()));
+    let body: Value = r.json().await?;
+    assert_eq!((body["id"].clone(), body["client_id"].clone(), body["amount"].clone()), (json!(1), json!("1"), json!(1000)));
+
+    let r = app.client.get(app.url("/get/2")).send().await?;
+    assert_eq!((r.status(), content_type(&r)), (StatusCode::NOT_FOUND, "application/json".into()));
+    assert_eq!(r.json::<Value>().await?, json!({"error": "not_found", "message": "transaction 2 does not exist"}));
+
+    for bad in ["abc", "1.5", "99999999999999999999"] {
+        let r = app.client.get(app.url(&format!("/get/{bad}"))).send().await?;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{bad}");
+        let body: Value = r.json().await?;
+        assert_eq!(body["field"], "id");
+        assert_eq!(body["error"], "invalid_field");
+    }
+    Ok(())
+}
+
+/// Each bad request gets the named status and field, and the ledger stays empty.
+#[tokio::test]
+async fn bad_input_is_refused_and_nothing_is_written() -> TestResult {
+    let app = TestApp::start()?;
+    let long = "x".repeat(101);
+    let cases: Vec<(String, Option<(&str, &str)>, u16, Option<&str>)> = vec![
+        ("/add".into(), None, 400, Some("client_id")),
+        ("/add?amount=5".into(), None, 400, Some("client_id")),
+        ("/add?client_id=1".into(), None, 400, Some("amount")),
+        ("/add?client_id=&amount=5".into(), None, 400, Some("client_id")),
+        (format!("/add?client_id={long}&amount=5"), None, 400, Some("client_id")),
+        ("/add?client_id=a%0Aforged&amount=5".into(), None, 400, Some("client_id")),
+        ("/add?client_id=1&amount=0".into(), None, 400, Some("amount")),
+        ("/add?client_id=1&amount=-10".into(), None, 400, Some("amount")),
+        ("/add?client_id=1&amount=12.5".into(), None, 400, Some("amount")),
+        ("/add?client_id=1&amount=ten".into(), None, 400, Some("amount")),
+        ("/add?client_id=1&amount=9223372036854775808".into(), None, 400, Some("amount")),
+        ("/add?client_id=1&client_id=2&amount=5".into(), None, 400, Some("client_id")),
+        ("/add".into(), Some(("application/json", r#"{"client_id":"1","amount":"5"}"#)), 400, Some("amount")),
+        ("/add".into(), Some(("application/json", r#"{"client_id":"1""#)), 400, None),
+        ("/add".into(), Some(("text/plain", "client_id=1&amount=5")), 415, None),
+        ("/add?client_id=1".into(), Some(("application/json", r#"{"client_id":"1","amount":5}"#)), 400, Some("client_id")),
+    ];
+    for (path, body, status, field) in cases {
+        let mut request = app.client.post(app.url(&path));
+        if let Some((content_type, text)) = body {
+            request = request.header("content-type", content_type).body(text);
+        }
+        let r = request.send().await?;
+        assert_eq!(r.status().as_u16(), status, "{path} {body:?}");
+        assert_eq!(content_type(&r), "application/json", "{path}");
+        let json: Value = r.json().await?;
+        assert!(json["message"].as_str().is_some_and(|m| !m.is_empty()), "{path}: {json}");
+        assert_eq!(json["field"].as_str(), field, "{path}: {json}");
+    }
+    let r = app.client.post(app.url("/add")).header("content-type", "application/json").body(vec![b' '; 20_000]).send().await?;
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(app.row_count()?, 0, "a refused request wrote a row");
+    Ok(())
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_answer_json() -> TestResult {
+    let app = TestApp::start()?;
+    let r = app.client.get(app.url("/nope")).send().await?;
+    assert_eq!((r.status(), content_type(&r)), (StatusCode::NOT_FOUND, "application/json".into()));
+    assert_eq!(r.json::<Value>().await?["error"], "not_found");
+
+    for (method, path, allow) in [
+        (reqwest::Method::GET, "/add", "POST"),
+        (reqwest::Method::POST, "/getall", "GET"),
+        (reqwest::Method::DELETE, "/get/1", "GET"),
+        (reqwest::Method::PUT, "/ping", "GET"),
+    ] {
+        let r = app.client.request(method.clone(), app.url(path)).send().await?;
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+        assert_eq!(r.headers().get("allow").and_then(|v| v.to_str().ok()), Some(allow));
+        assert_eq!(r.json::<Value>().await?["error"], "method_not_allowed");
+    }
+    assert_eq!(app.row_count()?, 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn health_endpoints() -> TestResult {
+    let app = TestApp::start()?;
+    let r = app.client.get(app.url("/healthz")).send().await?;
+    assert_eq!((r.status(), r.text().await?), (StatusCode::OK, "ok".into()));
+    let r = app.client.get(app.url("/readyz")).send().await?;
+    assert_eq!((r.status(), r.text().await?), (StatusCode::OK, "ready".into()));
+    Ok(())
+}
+
+#[tokio::test]
+async fn access_log_has_a_line_per_request() -> TestResult {
+    let app = TestApp::start()?;
+    app.client.get(app.url("/get/abc")).send().await?;
+    let log = app.service.log();
+    let line = log.lines().find(|l| l.contains("billing::access") && l.contains("GET /get/abc 400"));
+    assert!(line.is_some_and(|l| l.ends_with("ms")), "no access-log line in:\n{log}");
+    Ok(())
+}

@@ -1,0 +1,106 @@
+//! Shared by the integration tests: each test gets its own database on the binary's shared PostgreSQL server and
+//! its own `billing` process, so tests run in parallel without seeing each other's rows.
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::time::Duration;
+
+use billing_testkit::{ServiceProcess, shared, unique_name};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_billing");
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+pub struct TestApp {
+    pub db: String,
+    pub database_url: String,
+    pub service: ServiceProcess,
+    pub client: reqwest::Client,
+}
+
+impl TestApp {
+    pub fn start() -> Result<Self, String> {
+        Self::start_with(&[])
+    }
+
+    /// A fresh database and a ready service configured with `env` on top of the defaults.
+    pub fn start_with(env: &[(&str, &str)]) -> Result<Self, String> {
+        let db = unique_name("t");
+        let database_url = shared().create_database(&db)?;
+        let mut all_env = vec![("DATABASE_URL", database_url.as_str())];
+        all_env.extend_from_slice(env);
+        let mut service = ServiceProcess::spawn(BIN.as_ref(), &all_env)?;
+        service.wait_ready(READY_TIMEOUT)?;
+        Ok(TestApp { db, database_url, service, client: client()? })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        self.service.url(path)
+    }
+
+    pub fn sql(&self, query: &str) -> Result<String, String> {
+        shared().psql(&self.db, query)
+    }
+
+    pub fn row_count(&self) -> Result<i64, String> {
+        self.sql("SELECT count(*) FROM transactions")?
+            .parse()
+            .map_err(|e| format!("count is not a number: {e}"))
+    }
+}
+
+pub fn client() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// Lifts the soft open-files limit to the hard one, so a test can hold thousands of sockets at once.
+pub fn raise_fd_limit() {
+    let mut limit = libc_rlimit();
+    limit.0 = limit.1;
+    set_rlimit(limit);
+}
+
+fn libc_rlimit() -> (u64, u64) {
+    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct we own.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) };
+    (r.rlim_cur, r.rlim_max)
+}
+
+fn set_rlimit((cur, max): (u64, u64)) {
+    let r = libc::rlimit { rlim_cur: cur, rlim_max: max };
+    // SAFETY: setrlimit reads the struct we own; raising the soft limit up to the hard one is always allowed.
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) };
+}
+
+/// The parts of one transaction-log line, or why it is not one.
+#[derive(Debug, PartialEq, Eq, Clone, PartialOrd, Ord)]
+pub struct LogLine {
+    pub time: String,
+    pub host: String,
+    pub client: String,
+    pub amount: i64,
+}
+
+/// Parses `YYYY-MM-DD HH:MM:SS: host <h>, client <c>, amount <n>` strictly.
+pub fn parse_log_line(line: &str) -> Result<LogLine, String> {
+    let bad = || format!("not a transaction-log line: {line:?}");
+    let (time, rest) = line.split_at_checked(19).ok_or_else(bad)?;
+    let shape_ok = time.chars().enumerate().all(|(i, c)| match i {
+        4 | 7 => c == '-',
+        10 => c == ' ',
+        13 | 16 => c == ':',
+        _ => c.is_ascii_digit(),
+    });
+    if !shape_ok {
+        return Err(bad());
+    }
+    let rest = rest.strip_prefix(": host ").ok_or_else(bad)?;
+    let (host, rest) = rest.split_once(", client ").ok_or_else(bad)?;
+    let (client, amount) = rest.rsplit_once(", amount ").ok_or_else(bad)?;
+    let amount = amount.parse().map_err(|_| bad())?;
+    Ok(LogLine { time: time.into(), host: host.into(), client: client.into(), amount })
+}
