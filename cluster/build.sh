@@ -45,6 +45,18 @@ build_k8s() {
   "$K8S_BIN/kubectl" version --client >&2
 }
 
+build_etcd() {
+  if [[ -x $ETCD_BIN/etcd ]]; then log "etcd $ETCD_VERSION: cached in $ETCD_BIN"; return; fi
+  local want
+  want=$(cd "$here/k8s" && go list -m -f '{{.Version}}' go.etcd.io/etcd/server/v3)
+  [[ $want == "$ETCD_VERSION" ]] || { log "k8s/go.mod has etcd $want but versions.sh says $ETCD_VERSION"; exit 1; }
+  log "etcd $ETCD_VERSION: building go.etcd.io/etcd/server/v3 from the wrapper module"
+  mkdir -p "$ETCD_BIN"
+  (cd "$here/k8s" && "${nice[@]}" go build -ldflags "-s -w" -o "$ETCD_BIN/etcd.tmp" go.etcd.io/etcd/server/v3)
+  mv "$ETCD_BIN/etcd.tmp" "$ETCD_BIN/etcd"
+  "$ETCD_BIN/etcd" --version >&2
+}
+
 go_install() { # bin-dir name module/pkg@version
   local dir=$1 name=$2 target=$3
   if [[ -x $dir/$name ]]; then log "$name: cached in $dir"; return; fi
@@ -58,12 +70,14 @@ go_install() { # bin-dir name module/pkg@version
 what=${1:-all}
 case $what in
   k8s) build_k8s ;;
+  etcd) build_etcd ;;
   coredns) go_install "$COREDNS_BIN" coredns "github.com/coredns/coredns@$COREDNS_VERSION" ;;
   provisioner) go_install "$PROVISIONER_BIN" storage-provisioner "k8s.io/minikube/cmd/storage-provisioner@$MINIKUBE_VERSION" ;;
   all)
     build_k8s
+    build_etcd
     go_install "$COREDNS_BIN" coredns "github.com/coredns/coredns@$COREDNS_VERSION"
     go_install "$PROVISIONER_BIN" storage-provisioner "k8s.io/minikube/cmd/storage-provisioner@$MINIKUBE_VERSION"
     ;;
-  *) echo "usage: $0 [all|k8s|coredns|provisioner]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|k8s|etcd|coredns|provisioner]" >&2; exit 2 ;;
 esac

@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034 # sourced: the variables are used by up.sh and down.sh
 # Shared settings of cluster/up.sh and cluster/down.sh.
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=cluster/versions.sh

@@ -76,8 +76,8 @@ img_pause() {
 img_from_go() { # name ref bin
   local name=$1 ref=$2 bin=$3
   [[ -s $IMAGES_DIR/$name.tar ]] && return
+  [[ -x $bin ]] || { log "$name: $bin missing (run cluster/build.sh first)"; return 1; }
   local w; w=$(mktemp -d)
-  mkdir -p "$w/etc"
   printf 'root:x:0:0:root:/root:/sbin/nologin\nnobody:x:65534:65534:nobody:/:/sbin/nologin\n' >"$w/passwd"
   printf 'root:x:0:\nnogroup:x:65534:\n' >"$w/group"
   mkdir -p "$w/tmpdir" && chmod 1777 "$w/tmpdir"
@@ -107,8 +107,12 @@ img_postgres() {
 
 img_curl() {
   [[ -s $IMAGES_DIR/curl.tar ]] && return
-  LAYERS=("$R/tools.tar")
-  oci_build curl "$IMG_CURL" --config.cmd /bin/bash
+  local w; w=$(mktemp -d)
+  mk_layer "$w/layer.tar" "usr/local/bin/curl-entrypoint.sh=$here/images/curl-entrypoint.sh"
+  LAYERS=("$R/tools.tar" "$w/layer.tar")
+  # same contract as curlimages/curl: ENTRYPOINT runs a command or passes args to curl
+  oci_build curl "$IMG_CURL" --config.entrypoint /usr/local/bin/curl-entrypoint.sh --config.cmd curl
+  rm -rf "$w"
 }
 
 img_billing() {
@@ -145,10 +149,10 @@ case $what in
   base)
     bash "$here/rootfs.sh"
     img_pause
-    img_from_go coredns "$IMG_COREDNS" "$COREDNS_BIN/coredns"
-    img_from_go storage-provisioner "$IMG_PROVISIONER" "$PROVISIONER_BIN/storage-provisioner"
     img_postgres
     img_curl
+    img_from_go coredns "$IMG_COREDNS" "$COREDNS_BIN/coredns"
+    img_from_go storage-provisioner "$IMG_PROVISIONER" "$PROVISIONER_BIN/storage-provisioner"
     ;;
   billing) img_billing ;;
   pause) img_pause ;;

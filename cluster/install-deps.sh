@@ -5,7 +5,6 @@
 set -euo pipefail
 pkgs=(
   containerd runc containernetworking-plugins   # CRI runtime, OCI runtime, CNI bridge/host-local/loopback/portmap
-  etcd-server                                   # 3.4.x; see cluster/README.md
   umoci debootstrap                             # image building without a Docker engine
   conntrack iptables iproute2 ethtool socat     # what kubelet/kube-proxy shell out to
   openssl curl ca-certificates jq util-linux procps kmod

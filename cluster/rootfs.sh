@@ -23,6 +23,7 @@ mirror() {
 
 in_chroot() { # dir command...
   local dir=$1; shift
+  # shellcheck disable=SC2016 # expanded by the inner shell
   unshare --mount --propagation private -- bash -euc '
     d=$1; shift
     mount -t proc proc "$d/proc"
@@ -90,4 +91,4 @@ derived() { # name packages...
 base
 derived postgres "postgresql-$PG_MAJOR"
 derived tools curl ca-certificates iproute2
-log "done: $(ls "$R"/*.tar | tr '\n' ' ')"
+log "done: $(printf '%s ' "$R"/*.tar)"

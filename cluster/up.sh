@@ -133,11 +133,11 @@ wait_for() {
 alive_or_die() { pid_alive "$1" || { tail -n 30 "$LOGS/$1.log" >&2; die "$1 exited"; }; }
 
 # ---------------------------------------------------------------- etcd
-start etcd etcd --name billing-local --data-dir "$STATE/etcd" \
+start etcd "$ETCD_BIN/etcd" --name billing-local --data-dir "$STATE/etcd" \
   --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
   --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
   --initial-cluster "billing-local=http://127.0.0.1:$ETCD_PEER_PORT" \
-  --listen-metrics-urls "" --enable-v2=false --quota-backend-bytes=1073741824 --log-level=warn
+  --quota-backend-bytes=1073741824 --log-level=warn
 wait_for etcd 30 curl -fsS "http://127.0.0.1:$ETCD_PORT/health" || die "etcd did not start"
 
 # ---------------------------------------------------------------- control plane

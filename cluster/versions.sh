@@ -1,12 +1,14 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034 # sourced: the variables are used by the scripts that source it
 # Versions of everything the local cluster builds; the build cache is keyed by them.
 K8S_VERSION=v1.34.4                  # k8s.io/kubernetes (staging modules at v0.34.4, see k8s/go.mod)
 COREDNS_VERSION=v1.14.7              # github.com/coredns/coredns
 MINIKUBE_VERSION=v1.38.1             # k8s.io/minikube/cmd/storage-provisioner
+ETCD_VERSION=v3.6.4                  # go.etcd.io/etcd/server/v3 as required in k8s/go.mod (Debian's 3.4.23 is too old)
 CLUSTER_CACHE=${CLUSTER_CACHE:-/var/cache/billing-cluster}
 K8S_BIN=$CLUSTER_CACHE/k8s-$K8S_VERSION/bin
 COREDNS_BIN=$CLUSTER_CACHE/coredns-$COREDNS_VERSION/bin
 PROVISIONER_BIN=$CLUSTER_CACHE/minikube-$MINIKUBE_VERSION/bin
+ETCD_BIN=$CLUSTER_CACHE/etcd-$ETCD_VERSION/bin
 DEBIAN_SUITE=bookworm                # base of the postgres, curl and billing images (matches the service's Debian 12 glibc)
 PG_MAJOR=15                          # Debian bookworm's postgresql-15
 PAUSE_TAG=3.10-local

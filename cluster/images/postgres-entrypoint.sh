@@ -34,12 +34,10 @@ if [[ ! -s $PGDATA/PG_VERSION ]]; then
     echo "error: database is uninitialized and POSTGRES_PASSWORD is not specified" >&2
     exit 1
   fi
-  pwfile=$(mktemp)
-  printf '%s\n' "${POSTGRES_PASSWORD:-}" >"$pwfile"
+  # the password reaches initdb through a pipe: no temporary file (the root filesystem may be read-only)
   # shellcheck disable=SC2086
-  "$PGBIN/initdb" --username="$POSTGRES_USER" --pwfile="$pwfile" --encoding=UTF8 --locale=C.UTF-8 \
-    ${POSTGRES_INITDB_ARGS:-} -D "$PGDATA"
-  rm -f "$pwfile"
+  "$PGBIN/initdb" --username="$POSTGRES_USER" --pwfile=<(printf '%s\n' "${POSTGRES_PASSWORD:-}") \
+    --encoding=UTF8 --locale=C.UTF-8 ${POSTGRES_INITDB_ARGS:-} -D "$PGDATA"
   {
     echo
     echo "host all all all $auth"

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Run e2e/scenario.sh on the local cluster of cluster/up.sh, with the chart
+# pointed at the locally built images (explicit localhost/... names; nothing
+# is re-tagged as an official image):
+#   image               localhost/billing (tags v1.1 / v2.0 from values/task1|2.yaml)
+#   postgresql.image    localhost/postgres:15-debian12
+#   tests.image         localhost/curl:debian12
+#   temporary pods      localhost/curl:debian12
+#
+#   cluster/e2e-local.sh [--up] [--down] [scenario options...]
+#     --up     start the cluster first (cluster/up.sh; builds on the first run)
+#     --down   tear the cluster down afterwards, whatever the result
+# The billing images come from target/release/billing (BILLING_BINARY to
+# override); cluster/images.sh billing re-imports them when the binary changed.
+set -euo pipefail
+# shellcheck source=cluster/common.sh
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/common.sh"
+repo=$(cd "$here/.." && pwd)
+
+do_up=0 do_down=0 args=()
+while (($#)); do
+  case $1 in
+    --up) do_up=1; shift ;;
+    --down) do_down=1; shift ;;
+    *) args+=("$1"); shift ;;
+  esac
+done
+
+if ((do_down)); then trap 'bash "$here/down.sh"' EXIT; fi
+if ((do_up)); then bash "$here/up.sh" >/dev/null; fi
+pid_alive kube-apiserver || die "the local cluster is not running: start it with cluster/up.sh (or pass --up)"
+
+# billing images: rebuilt and re-imported when target/release/billing changed
+bash "$here/images.sh" billing || die "no billing image: build target/release/billing first"
+for t in $BILLING_TAGS; do
+  if [[ $(cat "$IMAGES_DIR/billing.sum") != "$(cat "$STATE/billing-imported.sum" 2>/dev/null)" ]] \
+     || ! ctr_ images ls -q | grep -qx "$IMG_BILLING_REPO:$t"; then
+    ctr_ images import "$IMAGES_DIR/billing-$t.tar" >/dev/null
+    log "imported $IMG_BILLING_REPO:$t"
+    imported=1
+  fi
+done
+if [[ ${imported:-0} == 1 ]]; then cp "$IMAGES_DIR/billing.sum" "$STATE/billing-imported.sum"; fi
+
+export KUBECONFIG=$KUBECONFIG_ADMIN
+export KUBECTL=$K8S_BIN/kubectl
+rc=0
+"$repo/e2e/scenario.sh" \
+  --client-image "$IMG_CURL" \
+  --set "image.repository=$IMG_BILLING_REPO" \
+  --set "postgresql.image.repository=${IMG_POSTGRES%:*}" --set "postgresql.image.tag=${IMG_POSTGRES##*:}" \
+  --set "tests.image.repository=${IMG_CURL%:*}" --set "tests.image.tag=${IMG_CURL##*:}" \
+  "${args[@]}" || rc=$?
+# the provisioner's directories of namespaces that are gone (Retained volumes' data)
+for d in "$HOSTPATH_DIR"/billing-e2e-*; do
+  [[ -d $d ]] || continue
+  "$KUBECTL" get namespace "$(basename "$d")" >/dev/null 2>&1 || rm -rf --one-file-system "$d"
+done
+exit "$rc"

@@ -1,0 +1,361 @@
+#!/usr/bin/env bash
+# The course scenario, end to end, against the current kube context (kind,
+# minikube, k3s, or the local cluster of cluster/up.sh), in a namespace of its
+# own. Each step prints what it observed and the run stops at the first miss.
+#
+#   e2e/scenario.sh [options] [-- extra helm args for every install/upgrade]
+#
+# Options (environment variable in brackets):
+#   --namespace NS        namespace to use; created, and deleted at the end [E2E_NAMESPACE]
+#                         (default billing-e2e-<random>)
+#   --keep-namespace      keep the namespace, release and volumes for debugging [E2E_KEEP=1]
+#   --client-image IMG    image of the temporary client pods (needs sh and curl)
+#                         [E2E_CLIENT_IMAGE, default nicolaka/netshoot as in the course]
+#   --client-pull-policy P  [E2E_CLIENT_PULL_POLICY, default IfNotPresent]
+#   --set KEY=VALUE       extra `helm --set` for every install/upgrade (repeatable),
+#                         e.g. local image names: --set image.repository=localhost/billing
+#   --helm PATH           helm binary [HELM; default .tools/bin/helm3, else helm on PATH]
+#   --kubectl PATH        kubectl binary [KUBECTL; default kubectl]
+#   --timeout SECONDS     bound of every wait [E2E_TIMEOUT, default 300]
+#   --artifacts DIR       where diagnostics go on failure [E2E_ARTIFACTS, default $TMPDIR/billing-e2e-<ns>]
+#
+# Exit 0 when every step passed. On failure the namespace's get/describe/logs and
+# events are saved under the artifacts directory, which is printed.
+set -euo pipefail
+shopt -s inherit_errexit
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+NS=${E2E_NAMESPACE:-billing-e2e-$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')}
+KEEP=${E2E_KEEP:-0}
+CLIENT_IMAGE=${E2E_CLIENT_IMAGE:-nicolaka/netshoot}
+CLIENT_PULL_POLICY=${E2E_CLIENT_PULL_POLICY:-IfNotPresent}
+TIMEOUT=${E2E_TIMEOUT:-300}
+HELM=${HELM:-}
+KUBECTL=${KUBECTL:-kubectl}
+ARTIFACTS=${E2E_ARTIFACTS:-}
+RELEASE=billing
+CHART=$repo/charts/billing
+VALUES1=$repo/values/task1.yaml
+VALUES2=$repo/values/task2.yaml
+SETS=()
+
+while (($#)); do
+  case $1 in
+    --namespace) NS=$2; shift 2 ;;
+    --keep-namespace) KEEP=1; shift ;;
+    --client-image) CLIENT_IMAGE=$2; shift 2 ;;
+    --client-pull-policy) CLIENT_PULL_POLICY=$2; shift 2 ;;
+    --set) SETS+=(--set "$2"); shift 2 ;;
+    --helm) HELM=$2; shift 2 ;;
+    --kubectl) KUBECTL=$2; shift 2 ;;
+    --timeout) TIMEOUT=$2; shift 2 ;;
+    --artifacts) ARTIFACTS=$2; shift 2 ;;
+    --) shift; SETS+=("$@"); break ;;
+    -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+if [[ -z $HELM ]]; then
+  if [[ -x $repo/.tools/bin/helm3 ]]; then HELM=$repo/.tools/bin/helm3; else HELM=helm; fi
+fi
+ARTIFACTS=${ARTIFACTS:-${TMPDIR:-/tmp}/billing-e2e-$NS}
+T=${TIMEOUT}s
+
+# ------------------------------------------------------------------ output
+t0=$(date +%s)
+STEP="preflight"
+exec 3>&1   # progress goes to fd 3, so helpers whose stdout is captured can still report
+say() { printf '[e2e %4ss] %s\n' "$(($(date +%s) - t0))" "$*" >&3; }
+step() { STEP=$1; printf '\n[e2e %4ss] ===== %s\n' "$(($(date +%s) - t0))" "$1" >&3; }
+ok() { say "  ok: $*"; }
+fail() { say "  FAILED: $*"; exit 1; }
+
+k() { "$KUBECTL" -n "$NS" "$@"; }
+h() { "$HELM" --namespace "$NS" "$@"; }
+
+# ------------------------------------------------------------------ cleanup and diagnostics
+diagnostics() {
+  mkdir -p "$ARTIFACTS"
+  say "saving diagnostics to $ARTIFACTS"
+  {
+    k get all,pvc,cm,secret,endpoints,endpointslices -o wide
+    "$KUBECTL" get pv,storageclass,nodes -o wide
+  } >"$ARTIFACTS/get.txt" 2>&1 || true
+  k describe pods >"$ARTIFACTS/describe-pods.txt" 2>&1 || true
+  k describe deploy,sts,svc,pvc >"$ARTIFACTS/describe-workloads.txt" 2>&1 || true
+  "$KUBECTL" describe pv >"$ARTIFACTS/describe-pv.txt" 2>&1 || true
+  k get events --sort-by=.lastTimestamp >"$ARTIFACTS/events.txt" 2>&1 || true
+  "$KUBECTL" -n kube-system get pods -o wide >"$ARTIFACTS/kube-system.txt" 2>&1 || true
+  local p c
+  for p in $(k get pods -o name 2>/dev/null); do
+    for c in $(k get "$p" -o jsonpath='{.spec.containers[*].name}' 2>/dev/null); do
+      k logs "$p" -c "$c" >"$ARTIFACTS/logs-${p#pod/}-$c.txt" 2>&1 || true
+      k logs "$p" -c "$c" --previous >"$ARTIFACTS/logs-${p#pod/}-$c-previous.txt" 2>/dev/null || rm -f "$ARTIFACTS/logs-${p#pod/}-$c-previous.txt"
+    done
+  done
+  h status "$RELEASE" >"$ARTIFACTS/helm-status.txt" 2>&1 || true
+  say "events (last 25):"
+  tail -n 25 "$ARTIFACTS/events.txt" | sed 's/^/    /' || true
+}
+
+# PVs whose claim lives in our namespace (Retained ones outlive the namespace)
+our_pvs() {
+  "$KUBECTL" get pv -o go-template='{{range .items}}{{if .spec.claimRef}}{{if eq .spec.claimRef.namespace "'"$NS"'"}}{{.metadata.name}}{{"\n"}}{{end}}{{end}}{{end}}' 2>/dev/null || true
+}
+# StorageClasses that helm made for a release in our namespace
+our_storageclasses() {
+  "$KUBECTL" get storageclass -o go-template='{{range .items}}{{if .metadata.annotations}}{{if eq (index .metadata.annotations "meta.helm.sh/release-namespace") "'"$NS"'"}}{{.metadata.name}}{{"\n"}}{{end}}{{end}}{{end}}' 2>/dev/null || true
+}
+
+cleanup() {
+  local rc=$?
+  set +e
+  trap - EXIT INT TERM
+  if ((rc != 0)); then
+    say "scenario FAILED at step: $STEP (exit $rc)"
+    diagnostics
+  fi
+  if [[ $KEEP == 1 ]]; then
+    say "keeping namespace $NS (--keep-namespace); remove later with:"
+    say "  $HELM -n $NS uninstall $RELEASE; $KUBECTL delete namespace $NS; $KUBECTL delete pv <pvs of $NS>"
+  elif [[ ${CREATED_NS:-0} == 1 ]]; then
+    say "cleaning up namespace $NS"
+    local pvs scs
+    pvs=$(our_pvs); scs=$(our_storageclasses)
+    timeout 120 "$HELM" --namespace "$NS" uninstall "$RELEASE" --wait --timeout 90s >/dev/null 2>&1
+    timeout 150 "$KUBECTL" delete namespace "$NS" --wait=true --timeout=140s >/dev/null 2>&1 \
+      || say "  namespace $NS not gone in time"
+    pvs=$(printf '%s\n%s\n' "$pvs" "$(our_pvs)" | sort -u | sed '/^$/d')
+    scs=$(printf '%s\n%s\n' "$scs" "$(our_storageclasses)" | sort -u | sed '/^$/d')
+    # shellcheck disable=SC2086
+    [[ -z $pvs ]] || timeout 90 "$KUBECTL" delete pv $pvs --wait=true --timeout=80s >/dev/null 2>&1 \
+      || say "  could not delete PVs: $pvs"
+    # shellcheck disable=SC2086
+    [[ -z $scs ]] || timeout 60 "$KUBECTL" delete storageclass $scs >/dev/null 2>&1
+    say "  removed namespace $NS${pvs:+, PVs $(tr "\n" " " <<<"$pvs")}${scs:+, StorageClass $(tr "\n" " " <<<"$scs")}"
+  fi
+  say "total $(($(date +%s) - t0))s"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ------------------------------------------------------------------ helpers
+CLIENT_N=0
+# in_cluster SCRIPT: run SCRIPT (sh) in a temporary pod, as the course does with
+# `kubectl run tmp-pod --rm -i --image nicolaka/netshoot`; prints its stdout.
+in_cluster() {
+  CLIENT_N=$((CLIENT_N + 1))
+  local name=tmp-pod-$CLIENT_N out rc=0
+  out=$(timeout $((TIMEOUT + 60)) "$KUBECTL" -n "$NS" run "$name" --rm -i --quiet --restart=Never \
+    --image="$CLIENT_IMAGE" --image-pull-policy="$CLIENT_PULL_POLICY" --pod-running-timeout="$T" \
+    --labels=app.kubernetes.io/name=billing-e2e-client --command -- sh -c "$1" </dev/null 2>"$ARTIFACTS/$name.stderr") || rc=$?
+  if ((rc != 0)); then
+    say "  temporary pod $name exited $rc; stdout: $out"
+    say "  stderr: $(tr '\n' ' ' <"$ARTIFACTS/$name.stderr")"
+    k delete pod "$name" --ignore-not-found --wait=false >/dev/null 2>&1 || true
+    return "$rc"
+  fi
+  printf '%s' "$out"
+}
+# curl_in_cluster METHOD URL: the body, failing on a non-2xx answer (shown)
+curl_in_cluster() {
+  in_cluster "curl -sS --max-time 20 -X $1 -w '\n%{http_code}' '$2'" | {
+    local body code
+    body=$(cat)
+    code=${body##*$'\n'}
+    body=${body%$'\n'*}
+    say "  $1 $2 -> HTTP $code: $(printf '%s' "$body" | head -c 400)"
+    [[ $code == 2?? ]] || return 1
+    printf '%s' "$body"
+  }
+}
+selector_of() { # kind/name -> label selector of its pods
+  # shellcheck disable=SC2016 # a Go template, not shell
+  k get "$1" -o go-template='{{range $k, $v := .spec.selector.matchLabels}}{{$k}}={{$v}},{{end}}' | sed 's/,$//'
+}
+pod_fingerprint() { # selector -> "name uid restarts" lines
+  k get pods -l "$1" -o go-template='{{range .items}}{{.metadata.name}} {{.metadata.uid}} {{range .status.containerStatuses}}{{.name}}={{.restartCount}} {{end}}{{"\n"}}{{end}}' | sort
+}
+# wait_new_pod SELECTOR OLD_UID: a pod other than OLD_UID exists and is Ready; prints its name
+wait_new_pod() {
+  local sel=$1 old=$2 i name=
+  for ((i = 0; i < TIMEOUT; i++)); do
+    name=$(k get pods -l "$sel" -o go-template='{{range .items}}{{if not .metadata.deletionTimestamp}}{{if ne .metadata.uid "'"$old"'"}}{{.metadata.name}}{{"\n"}}{{end}}{{end}}{{end}}' | head -1)
+    [[ -n $name ]] && break
+    sleep 1
+  done
+  [[ -n $name ]] || return 1
+  k wait --for=condition=Ready "pod/$name" --timeout="$T" >/dev/null || return 1
+  printf '%s' "$name"
+}
+has_tx() { # json id amount client
+  local compact
+  compact=$(printf '%s' "$1" | tr -d ' \n\t')
+  [[ $compact == *"\"id\":$2,"* || $compact == *"\"id\":$2}"* ]] || return 1
+  [[ $compact == *"\"amount\":$3,"* || $compact == *"\"amount\":$3}"* ]] || return 1
+  [[ $compact == *"\"client_id\":\"$4\""* ]]
+}
+getall_has() { # id amount client; retries while the service reconnects (bounded)
+  local i body
+  for ((i = 1; i <= 12; i++)); do
+    if body=$(curl_in_cluster GET "http://$RELEASE:8080/getall") && has_tx "$body" "$1" "$2" "$3"; then
+      return 0
+    fi
+    say "  /getall does not (yet) hold id=$1 (attempt $i/12)"
+    sleep 5
+  done
+  return 1
+}
+log_of() { # pod: its /var/log/app.log (the course's command)
+  k exec "$1" -c billing -- cat /var/log/app.log
+}
+line_re() { # host client amount: the course's log line
+  printf '^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}: host %s, client %s, amount %s$' "$1" "$2" "$3"
+}
+
+# ------------------------------------------------------------------ preflight
+step "preflight"
+mkdir -p "$ARTIFACTS"
+command -v "$KUBECTL" >/dev/null || fail "kubectl not found ($KUBECTL)"
+command -v "$HELM" >/dev/null || fail "helm not found ($HELM); run scripts/install-tools.sh"
+ctx=$("$KUBECTL" config current-context 2>/dev/null || echo "(none)")
+server_version=$("$KUBECTL" version -o json --request-timeout=15s 2>/dev/null | tr -d ' \n' | grep -o '"serverVersion":{[^}]*"gitVersion":"[^"]*"' | grep -o 'v[0-9][^"]*' || true)
+[[ -n $server_version ]] || fail "no cluster answers on the current kube context ($ctx)"
+say "context $ctx, server $server_version, helm $("$HELM" version --short 2>/dev/null)"
+say "namespace $NS, client image $CLIENT_IMAGE, extra helm args: ${SETS[*]:-(none)}"
+[[ -d $CHART && -f $VALUES1 && -f $VALUES2 ]] || fail "chart or values files missing under $repo"
+"$KUBECTL" create namespace "$NS" >/dev/null
+CREATED_NS=1
+ok "namespace $NS created"
+
+# ------------------------------------------------------------------ 1
+step "1. helm install $RELEASE charts/billing -f values/task1.yaml; wait until ready"
+h install "$RELEASE" "$CHART" -f "$VALUES1" "${SETS[@]}" --wait --timeout "$T" >"$ARTIFACTS/helm-install-1.txt" \
+  || { cat "$ARTIFACTS/helm-install-1.txt"; fail "helm install"; }
+k rollout status deployment/"$RELEASE" --timeout="$T" >/dev/null || fail "deployment/$RELEASE not rolled out"
+k wait --for=condition=Ready pod -l app=postgres --timeout="$T" >/dev/null || fail "postgres pod not Ready"
+APP_SEL=$(selector_of deployment/"$RELEASE")
+say "  pods: $(k get pods --no-headers -o custom-columns=N:.metadata.name,S:.status.phase | tr -s ' ' ':' | tr '\n' ' ')"
+ok "release installed, deployment/$RELEASE and the postgres pod Ready (app selector $APP_SEL)"
+
+# ------------------------------------------------------------------ 2
+step "2. from a temporary pod: POST /add?client_id=1&amount=1000, then GET /get/<id>"
+body=$(curl_in_cluster POST "http://$RELEASE:8080/add?client_id=1&amount=1000") || fail "POST /add"
+[[ $body =~ ^Transaction\ added\.\ transaction\ id=([0-9]+)$ ]] || fail "unexpected /add answer: $body"
+TX=${BASH_REMATCH[1]}
+body=$(curl_in_cluster GET "http://$RELEASE:8080/get/$TX") || fail "GET /get/$TX"
+has_tx "$body" "$TX" 1000 1 || fail "/get/$TX does not hold client 1, amount 1000"
+ok "transaction id=$TX stored and read back"
+
+# ------------------------------------------------------------------ 3
+step "3. kubectl delete pod -l app=postgres; the transaction survives, billing not restarted"
+before=$(pod_fingerprint "$APP_SEL")
+pg_uid=$(k get pods -l app=postgres -o jsonpath='{.items[0].metadata.uid}')
+pg_old=$(k get pods -l app=postgres -o jsonpath='{.items[0].metadata.name}')
+k delete pod -l app=postgres --wait=true --timeout="$T" >/dev/null || fail "delete postgres pod"
+pg_new=$(wait_new_pod app=postgres "$pg_uid") || fail "no new postgres pod Ready within $T"
+say "  postgres pod $pg_old replaced by $pg_new (Ready)"
+getall_has "$TX" 1000 1 || fail "/getall lost transaction id=$TX after the postgres pod was deleted"
+after=$(pod_fingerprint "$APP_SEL")
+say "  billing pods before: $(echo "$before" | tr '\n' ';')"
+say "  billing pods after:  $(echo "$after" | tr '\n' ';')"
+[[ $before == "$after" ]] || fail "billing pods were replaced or restarted"
+ok "transaction id=$TX still in /getall; billing pods unchanged (same pods, same restart counts)"
+
+step "7a. helm test $RELEASE (task 1 mode)"
+h test "$RELEASE" --timeout "$T" >"$ARTIFACTS/helm-test-1.txt" 2>&1 || { cat "$ARTIFACTS/helm-test-1.txt"; fail "helm test (task 1)"; }
+say "  $(grep -E '^(TEST SUITE|Phase)' "$ARTIFACTS/helm-test-1.txt" | tr -s ' ' | tr '\n' ' ')"
+ok "helm test passed in task 1 mode"
+
+# ------------------------------------------------------------------ 4
+step "4. helm upgrade $RELEASE charts/billing -f values/task2.yaml; billing-stateful-0..2 Ready"
+h upgrade "$RELEASE" "$CHART" -f "$VALUES2" "${SETS[@]}" --wait --timeout "$T" >"$ARTIFACTS/helm-upgrade-2.txt" \
+  || { cat "$ARTIFACTS/helm-upgrade-2.txt"; fail "helm upgrade"; }
+k rollout status statefulset/"$RELEASE"-stateful --timeout="$T" >/dev/null || fail "statefulset not rolled out"
+for n in 0 1 2; do
+  k wait --for=condition=Ready pod/"$RELEASE-stateful-$n" --timeout="$T" >/dev/null || fail "pod $RELEASE-stateful-$n not Ready"
+done
+say "  pods: $(k get pods --no-headers -o custom-columns=N:.metadata.name,S:.status.phase | tr -s ' ' ':' | tr '\n' ' ')"
+getall_has "$TX" 1000 1 || fail "/getall through service $RELEASE lost transaction id=$TX after the upgrade"
+ok "billing-stateful-0..2 Ready; transaction id=$TX still in /getall through service $RELEASE"
+
+# ------------------------------------------------------------------ 5
+step "5. POST /add to each pod's own DNS name; each /var/log/app.log holds exactly its own line"
+declare -A LINE
+for n in 0 1 2; do
+  pod=$RELEASE-stateful-$n
+  host=$pod.$RELEASE-stateful.$NS.svc.cluster.local
+  amount=$((100 * (n + 1) + 7))
+  body=$(curl_in_cluster POST "http://$host:8080/add?client_id=e2e-$n&amount=$amount") || fail "POST /add to $host"
+  [[ $body =~ ^Transaction\ added\.\ transaction\ id=[0-9]+$ ]] || fail "unexpected /add answer from $host: $body"
+done
+for n in 0 1 2; do
+  pod=$RELEASE-stateful-$n
+  amount=$((100 * (n + 1) + 7))
+  log=$(log_of "$pod") || fail "kubectl exec $pod -c billing -- cat /var/log/app.log"
+  say "  $pod /var/log/app.log: $(printf '%s' "$log" | tr '\n' '|')"
+  lines=$(printf '%s\n' "$log" | sed '/^$/d' | wc -l)
+  ((lines == 1)) || fail "$pod log has $lines lines, expected exactly 1"
+  [[ $log =~ $(line_re "$pod" "e2e-$n" "$amount") ]] || fail "$pod log line is not its own in the course's format"
+  LINE[$n]=$log
+done
+ok "each pod's log holds exactly its own line, with its own host name, in the course's format"
+
+# ------------------------------------------------------------------ 6
+step "6. kubectl delete pod $RELEASE-stateful-2; its log survives"
+uid2=$(k get pod "$RELEASE-stateful-2" -o jsonpath='{.metadata.uid}')
+k delete pod "$RELEASE-stateful-2" --wait=true --timeout="$T" >/dev/null || fail "delete $RELEASE-stateful-2"
+new2=""
+for ((i = 0; i < TIMEOUT; i++)); do
+  new2=$(k get pod "$RELEASE-stateful-2" -o jsonpath='{.metadata.uid}' 2>/dev/null || true)
+  [[ -n $new2 && $new2 != "$uid2" ]] && break
+  sleep 1
+done
+[[ -n $new2 && $new2 != "$uid2" ]] || fail "$RELEASE-stateful-2 was not re-created"
+k wait --for=condition=Ready pod/"$RELEASE-stateful-2" --timeout="$T" >/dev/null || fail "new $RELEASE-stateful-2 not Ready"
+log=$(log_of "$RELEASE-stateful-2") || fail "read log of the new $RELEASE-stateful-2"
+say "  new $RELEASE-stateful-2 (uid $new2) /var/log/app.log: $(printf '%s' "$log" | tr '\n' '|')"
+[[ $log == *"${LINE[2]}"* ]] || fail "the line written before the deletion is gone"
+ok "the re-created pod's log still holds: ${LINE[2]}"
+
+step "7b. helm test $RELEASE (task 2 mode)"
+h test "$RELEASE" --timeout "$T" >"$ARTIFACTS/helm-test-2.txt" 2>&1 || { cat "$ARTIFACTS/helm-test-2.txt"; fail "helm test (task 2)"; }
+say "  $(grep -E '^(TEST SUITE|Phase)' "$ARTIFACTS/helm-test-2.txt" | tr -s ' ' | tr '\n' ' ')"
+ok "helm test passed in task 2 mode"
+
+# ------------------------------------------------------------------ 8
+step "8. helm uninstall: the PostgreSQL claim is kept, volumes Retained; install task 1 again: data back"
+pg_pod=$(k get pods -l app=postgres -o jsonpath='{.items[0].metadata.name}')
+pg_claim=$(k get pod "$pg_pod" -o jsonpath='{range .spec.volumes[*]}{.persistentVolumeClaim.claimName}{end}')
+[[ -n $pg_claim ]] || fail "postgres pod $pg_pod has no PersistentVolumeClaim"
+h uninstall "$RELEASE" --wait --timeout "$T" >"$ARTIFACTS/helm-uninstall.txt" 2>&1 || { cat "$ARTIFACTS/helm-uninstall.txt"; fail "helm uninstall"; }
+for ((i = 0; i < TIMEOUT; i++)); do
+  [[ -z $(k get pods -l app=postgres -o name 2>/dev/null) ]] && break
+  sleep 1
+done
+phase=$(k get pvc "$pg_claim" -o jsonpath='{.status.phase}' 2>/dev/null) || fail "claim $pg_claim was deleted by helm uninstall"
+pv=$(k get pvc "$pg_claim" -o jsonpath='{.spec.volumeName}')
+say "  claim $pg_claim kept ($phase), volume $pv"
+bad=0
+while read -r name policy status claim; do
+  [[ -n $name ]] || continue
+  say "  PV $name: reclaimPolicy=$policy status=$status claim=$claim"
+  [[ $policy == Retain ]] || bad=1
+done < <("$KUBECTL" get pv -o go-template='{{range .items}}{{if .spec.claimRef}}{{if eq .spec.claimRef.namespace "'"$NS"'"}}{{.metadata.name}} {{.spec.persistentVolumeReclaimPolicy}} {{.status.phase}} {{.spec.claimRef.name}}{{"\n"}}{{end}}{{end}}{{end}}')
+((bad == 0)) || fail "a volume of the release is not Retained"
+h install "$RELEASE" "$CHART" -f "$VALUES1" "${SETS[@]}" --wait --timeout "$T" >"$ARTIFACTS/helm-install-2.txt" \
+  || { cat "$ARTIFACTS/helm-install-2.txt"; fail "helm install (again)"; }
+k rollout status deployment/"$RELEASE" --timeout="$T" >/dev/null || fail "deployment/$RELEASE not rolled out"
+k wait --for=condition=Ready pod -l app=postgres --timeout="$T" >/dev/null || fail "postgres pod not Ready"
+pv_again=$(k get pvc "$pg_claim" -o jsonpath='{.spec.volumeName}')
+[[ $pv_again == "$pv" ]] || fail "claim $pg_claim now on volume $pv_again, not $pv"
+getall_has "$TX" 1000 1 || fail "transaction id=$TX not back after reinstall"
+body=$(curl_in_cluster GET "http://$RELEASE:8080/getall")
+for n in 0 1 2; do
+  [[ $(printf '%s' "$body" | tr -d ' \n') == *"\"client_id\":\"e2e-$n\""* ]] || fail "transaction of client e2e-$n not back"
+done
+ok "reinstalled on the kept claim $pg_claim (volume $pv): all transactions are back"
+
+step "done"
+say "ALL STEPS PASSED in $(($(date +%s) - t0))s"
