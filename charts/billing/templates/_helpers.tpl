@@ -1,0 +1,290 @@
+{{/*
+Names. Kubernetes object names are DNS labels (63 characters at most), and a
+StatefulSet pod's name adds "-<ordinal>" and a controller-revision label to
+its StatefulSet's name, so the bases are kept well short of that.
+*/}}
+
+{{- define "billing.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+Base name: the release name when it already contains the chart name, so that
+release "billing" gives the names the course uses (billing, billing-stateful,
+billing-postgresql).
+*/}}
+{{- define "billing.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* StatefulSet and its headless Service share this name, as pod DNS names need. */}}
+{{- define "billing.statefulName" -}}
+{{- printf "%s-stateful" (include "billing.fullname" .) -}}
+{{- end -}}
+
+{{- define "billing.postgresql.fullname" -}}
+{{- printf "%s-postgresql" (include "billing.fullname" .) -}}
+{{- end -}}
+
+{{- define "billing.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+Labels on every object: the recommended app.kubernetes.io/* set plus the
+user's commonLabels. They carry versions, so they are NEVER used as selectors
+or in volumeClaimTemplates (both are immutable; see billing.selectorLabels).
+*/}}
+{{- define "billing.commonLabels" -}}
+helm.sh/chart: {{ include "billing.chart" . }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: {{ include "billing.name" . }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/*
+Selector labels of the billing pods. Constant for the life of a release:
+Deployment and StatefulSet selectors cannot be changed, and the labels of a
+StatefulSet's volumeClaimTemplates cannot either. "app: billing" is the
+course's short label (kubectl get pods -l app=billing).
+*/}}
+{{- define "billing.selectorLabels" -}}
+app: {{ include "billing.name" . }}
+app.kubernetes.io/name: {{ include "billing.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: api
+{{- end -}}
+
+{{- define "billing.labels" -}}
+{{ include "billing.selectorLabels" . }}
+{{ include "billing.commonLabels" . }}
+app.kubernetes.io/version: {{ include "billing.imageTag" . | quote }}
+{{- end -}}
+
+{{/*
+Selector labels of PostgreSQL. "app: postgres" is what the course's
+`kubectl delete pod -l app=postgres` selects.
+*/}}
+{{- define "billing.postgresql.selectorLabels" -}}
+app: postgres
+app.kubernetes.io/name: postgresql
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: database
+{{- end -}}
+
+{{/*
+PostgreSQL's labels carry PostgreSQL's version, not the chart's or the
+service's: moving from task 1 to task 2 must not touch any PostgreSQL object.
+*/}}
+{{- define "billing.postgresql.labels" -}}
+{{ include "billing.postgresql.selectorLabels" . }}
+{{ include "billing.commonLabels" . }}
+app.kubernetes.io/version: {{ .Values.postgresql.image.tag | quote }}
+{{- end -}}
+
+{{/* Labels of cluster-wide or shared objects (StorageClass, Secrets). */}}
+{{- define "billing.sharedLabels" -}}
+app.kubernetes.io/name: {{ include "billing.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{ include "billing.commonLabels" . }}
+{{- end -}}
+
+{{- define "billing.imageTag" -}}
+{{- .Values.image.tag | default .Chart.AppVersion -}}
+{{- end -}}
+
+{{- define "billing.image" -}}
+{{- printf "%s:%s" .Values.image.repository (include "billing.imageTag" .) -}}
+{{- end -}}
+
+{{/*
+Storage. The chart's StorageClass name, and the storageClassName a volume
+uses: its own setting, else the chart's class, else none (the cluster default).
+*/}}
+{{- define "billing.storageClassName" -}}
+{{- if .Values.storageClass.name -}}
+{{- .Values.storageClass.name -}}
+{{- else if .Values.storageClass.create -}}
+{{- printf "%s-retain" (include "billing.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Usage: include "billing.volumeStorageClass" (list $ .Values.x.persistence); "" = cluster default */}}
+{{- define "billing.volumeStorageClass" -}}
+{{- $root := index . 0 -}}
+{{- $persistence := index . 1 -}}
+{{- $persistence.storageClassName | default (include "billing.storageClassName" $root) -}}
+{{- end -}}
+
+{{/*
+Database connection. DATABASE_URL never holds the password: the service reads
+DATABASE_PASSWORD separately, straight from a Secret, so any character is fine
+and nothing needs URL-encoding.
+*/}}
+{{- define "billing.databaseUrl" -}}
+{{- if .Values.postgresql.enabled -}}
+{{- printf "postgres://%s@%s:%d/%s" .Values.postgresql.auth.username (include "billing.postgresql.fullname" .) (int .Values.postgresql.service.port) .Values.postgresql.auth.database -}}
+{{- else -}}
+{{- required "postgresql.enabled is false, so externalDatabase.url is required (postgres://user@host:5432/db, without the password)" .Values.externalDatabase.url -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Name of the Secret holding the database password ("" when there is none). */}}
+{{- define "billing.databaseSecretName" -}}
+{{- if .Values.postgresql.enabled -}}
+{{- .Values.postgresql.auth.existingSecret | default (include "billing.postgresql.fullname" .) -}}
+{{- else if .Values.externalDatabase.existingSecret -}}
+{{- .Values.externalDatabase.existingSecret -}}
+{{- else if .Values.externalDatabase.password -}}
+{{- printf "%s-database" (include "billing.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "billing.databaseSecretKey" -}}
+{{- if .Values.postgresql.enabled -}}
+{{- if .Values.postgresql.auth.existingSecret -}}
+{{- .Values.postgresql.auth.existingSecretPasswordKey -}}
+{{- else -}}
+password
+{{- end -}}
+{{- else if .Values.externalDatabase.existingSecret -}}
+{{- .Values.externalDatabase.existingSecretPasswordKey -}}
+{{- else -}}
+password
+{{- end -}}
+{{- end -}}
+
+{{/*
+The bundled PostgreSQL's password: the value if set; else the one already in
+the release's Secret (so an upgrade never changes it); else a new random one.
+lookup returns nothing under `helm template` and client-side --dry-run, which
+therefore show a fresh random password: only a real install/upgrade reads the
+cluster.
+*/}}
+{{- define "billing.postgresql.password" -}}
+{{- if .Values.postgresql.auth.password -}}
+{{- .Values.postgresql.auth.password -}}
+{{- else -}}
+{{- $secret := lookup "v1" "Secret" .Release.Namespace (include "billing.postgresql.fullname" .) -}}
+{{- if and $secret $secret.data (hasKey $secret.data "password") -}}
+{{- index $secret.data "password" | b64dec -}}
+{{- else -}}
+{{- randAlphaNum 32 -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The log volume's mount point: the directory of logs.file. */}}
+{{- define "billing.logDir" -}}
+{{- dir .Values.logs.file -}}
+{{- end -}}
+
+{{/*
+The billing pod template, shared by the Deployment and the StatefulSet so the
+two modes cannot drift apart. Usage: include "billing.podTemplate" (dict
+"root" $ "logVolume" "claim"|"emptyDir")
+*/}}
+{{- define "billing.podTemplate" -}}
+{{- $root := .root -}}
+{{- with $root -}}
+metadata:
+  labels:
+    {{- include "billing.selectorLabels" . | nindent 4 }}
+    {{- with .Values.podLabels }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  {{- with .Values.podAnnotations }}
+  annotations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+spec:
+  # The service talks to PostgreSQL and nothing else; it has no use for an
+  # API token.
+  automountServiceAccountToken: false
+  {{- with .Values.imagePullSecrets }}
+  imagePullSecrets:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  securityContext:
+    {{- toYaml .Values.podSecurityContext | nindent 4 }}
+  terminationGracePeriodSeconds: {{ .Values.terminationGracePeriodSeconds }}
+  containers:
+    - name: billing
+      image: {{ include "billing.image" . | quote }}
+      imagePullPolicy: {{ .Values.image.pullPolicy }}
+      ports:
+        - name: http
+          containerPort: {{ .Values.config.port }}
+          protocol: TCP
+      env:
+        - name: LISTEN_ADDR
+          value: {{ printf "0.0.0.0:%d" (int .Values.config.port) | quote }}
+        - name: DATABASE_URL
+          value: {{ include "billing.databaseUrl" . | quote }}
+        {{- $secretName := include "billing.databaseSecretName" . }}
+        {{- if $secretName }}
+        - name: DATABASE_PASSWORD
+          valueFrom:
+            secretKeyRef:
+              name: {{ $secretName | quote }}
+              key: {{ include "billing.databaseSecretKey" . | quote }}
+        {{- end }}
+        - name: DATABASE_POOL_SIZE
+          value: {{ .Values.config.databasePoolSize | quote }}
+        - name: DATABASE_TIMEOUT_SECS
+          value: {{ .Values.config.databaseTimeoutSecs | quote }}
+        - name: RUST_LOG
+          value: {{ .Values.config.rustLog | quote }}
+        {{- if .Values.logs.enabled }}
+        - name: LOG_FILE
+          value: {{ .Values.logs.file | quote }}
+        {{- end }}
+        {{- with .Values.extraEnv }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+      readinessProbe:
+        {{- toYaml .Values.readinessProbe | nindent 8 }}
+      livenessProbe:
+        {{- toYaml .Values.livenessProbe | nindent 8 }}
+      resources:
+        {{- toYaml .Values.resources | nindent 8 }}
+      securityContext:
+        {{- toYaml .Values.securityContext | nindent 8 }}
+      {{- if .Values.logs.enabled }}
+      volumeMounts:
+        - name: log
+          mountPath: {{ include "billing.logDir" . | quote }}
+      {{- end }}
+  {{- if and .Values.logs.enabled (eq $.logVolume "emptyDir") }}
+  volumes:
+    # A Deployment's replicas cannot each own a claim: the log lives as long
+    # as the pod. StatefulSet mode gives every pod a volume of its own.
+    - name: log
+      emptyDir:
+        sizeLimit: {{ .Values.logs.persistence.size | quote }}
+  {{- end }}
+  {{- with .Values.nodeSelector }}
+  nodeSelector:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.affinity }}
+  affinity:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.tolerations }}
+  tolerations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end -}}
+{{- end -}}
