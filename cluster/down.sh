@@ -70,13 +70,12 @@ for v in $(ip -o link show master "$BRIDGE" 2>/dev/null | awk -F': ' '{print $2}
 done
 ip link del "$BRIDGE" 2>/dev/null || true
 if [[ -f $STATE/host-changes ]]; then
-  while read -r kind a b c; do
+  while read -r kind a rest; do
     case $kind in
       lo-addr) ip addr del "$a" dev lo 2>/dev/null || true ;;
-      route) ip route del "$a" "$b" 2>/dev/null || true ;;
+      route) read -ra args <<<"$rest"; ip route del "$a" "${args[@]}" 2>/dev/null || true ;;
       dir) [[ $a == "$HOSTPATH_DIR" ]] && rm -rf --one-file-system "$a" ;;
     esac
-    : "$c"
   done <"$STATE/host-changes"
 fi
 

@@ -50,10 +50,14 @@ if ! ip -4 addr show dev lo | grep -q " $NODE_IP/32"; then
   ip addr add "$NODE_IP/32" dev lo
   echo "lo-addr $NODE_IP/32" >>"$STATE/host-changes"
 fi
-# Service IPs without a kube-proxy rule must never be routed off this machine.
-if ! ip route show type blackhole | grep -q "^blackhole $SERVICE_CIDR"; then
-  ip route add blackhole "$SERVICE_CIDR"
-  echo "route blackhole $SERVICE_CIDR" >>"$STATE/host-changes"
+# Service IPs without a kube-proxy rule must never be routed off this machine:
+# route the range to lo (such packets die there; pods' are also dropped by the
+# chain below). Not a blackhole route: with one, connect() from the host and
+# hostNetwork pods fails before kube-proxy's OUTPUT DNAT is reached. src makes
+# host connections to Service IPs leave from the node address.
+if ! ip route show "$SERVICE_CIDR" | grep -q .; then
+  ip route add "$SERVICE_CIDR" dev lo src "$NODE_IP"
+  echo "route $SERVICE_CIDR dev lo" >>"$STATE/host-changes"
 fi
 # Pod traffic stays on the bridge: nothing from or to pods is forwarded through
 # another interface (no masquerading, no way out).
