@@ -166,13 +166,7 @@ pub fn describe_database(config: &tokio_postgres::Config) -> String {
         .collect::<Vec<_>>()
         .join(",");
     let port = config.get_ports().first().copied().unwrap_or(5432);
-    format!(
-        "{}@{}:{}/{}",
-        config.get_user().unwrap_or("(default user)"),
-        host,
-        port,
-        config.get_dbname().unwrap_or("")
-    )
+    format!("{}@{}:{}/{}", config.get_user().unwrap_or("(default user)"), host, port, config.get_dbname().unwrap_or(""))
 }
 
 #[cfg(test)]
@@ -227,11 +221,9 @@ mod tests {
 
     #[test]
     fn malformed_url_never_echoes_the_password() {
-        for url in [
-            "postgres://billing:s3cretpw@db:notaport/billing",
-            "s3cretpw",
-            "postgres://billing:s3cretpw@db:5432",
-        ] {
+        for url in
+            ["postgres://billing:s3cretpw@db:notaport/billing", "s3cretpw", "postgres://billing:s3cretpw@db:5432"]
+        {
             let message = error(&[("DATABASE_URL", url)]);
             assert!(message.contains("DATABASE_URL"), "{message}");
             assert!(!message.contains("s3cretpw"), "password leaked: {message}");

@@ -4,12 +4,12 @@ use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection;
 use diesel::result::{ConnectionError, DatabaseErrorKind, Error as DieselError};
+use diesel_async::AsyncPgConnection;
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_async::pooled_connection::bb8::{Pool, PooledConnection, RunError};
 use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, PoolError, PoolableConnection, RecyclingMethod,
 };
-use diesel_async::AsyncPgConnection;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use futures_util::FutureExt;
 
@@ -27,10 +27,8 @@ pub type DbConn = PooledConnection<'static, AsyncPgConnection>;
 
 /// Opens one connection, bounded by the configured connect timeout.
 pub async fn connect(database: &tokio_postgres::Config) -> Result<AsyncPgConnection, ConnectionError> {
-    let (client, connection) = database
-        .connect(tokio_postgres::NoTls)
-        .await
-        .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
+    let (client, connection) =
+        database.connect(tokio_postgres::NoTls).await.map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
     AsyncPgConnection::try_from_client_and_connection(client, connection).await
 }
 

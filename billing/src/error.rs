@@ -87,9 +87,14 @@ impl ApiError {
                     return Self::schema_missing(message);
                 }
                 match kind {
-                    DatabaseErrorKind::ClosedConnection => {
+                    // No SQLSTATE: the socket failed (the server stopped, the network dropped the connection).
+                    DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand => {
                         log::warn!("{action}: database connection lost: {message}");
                         Self::unavailable(format!("the database connection was lost while {action}"))
+                    }
+                    _ if is_server_going_away(message) => {
+                        log::warn!("{action}: {message}");
+                        Self::unavailable(format!("the database is unavailable while {action}: {message}"))
                     }
                     DatabaseErrorKind::CheckViolation | DatabaseErrorKind::NotNullViolation => {
                         Self::bad_request(format!("the database refused the values: {message}"))
@@ -107,6 +112,17 @@ impl ApiError {
             }
         }
     }
+}
+
+/// PostgreSQL's messages for SQLSTATE class 57 (operator intervention: shutdown, crash, recovery), which diesel
+/// reports without their code. The outage is temporary: 503, not 500.
+fn is_server_going_away(message: &str) -> bool {
+    const PREFIXES: [&str; 3] = [
+        "terminating connection due to",
+        "the database system is",
+        "canceling statement due to conflict with recovery",
+    ];
+    PREFIXES.iter().any(|p| message.starts_with(p))
 }
 
 fn is_missing_table(message: &str) -> bool {

@@ -45,9 +45,7 @@ async fn start(app: App, query: &str) -> Result<mpsc::Receiver<Chunk>, ApiError>
     let (chunks_tx, chunks_rx) = mpsc::channel(CHUNKS_IN_FLIGHT);
     let (started_tx, started_rx) = oneshot::channel();
     tokio::spawn(produce(app, conn, page, started_tx, chunks_tx));
-    started_rx
-        .await
-        .map_err(|_| ApiError::internal("the listing task ended before it started"))??;
+    started_rx.await.map_err(|_| ApiError::internal("the listing task ended before it started"))??;
     Ok(chunks_rx)
 }
 
@@ -78,14 +76,12 @@ async fn produce(
     buf.push(b'[');
     let mut count = 0u64;
     while let Some(row) = rows.next().await {
-        let encoded = row
-            .map_err(|e| format!("reading row {} failed: {e}", count + 1))
-            .and_then(|t| {
-                if count > 0 {
-                    buf.push(b',');
-                }
-                serde_json::to_writer(&mut buf, &t).map_err(|e| format!("encoding transaction {} failed: {e}", t.id))
-            });
+        let encoded = row.map_err(|e| format!("reading row {} failed: {e}", count + 1)).and_then(|t| {
+            if count > 0 {
+                buf.push(b',');
+            }
+            serde_json::to_writer(&mut buf, &t).map_err(|e| format!("encoding transaction {} failed: {e}", t.id))
+        });
         if let Err(message) = encoded {
             // The status line is long gone: the only honest signal left is to abort the body, so the client sees
             // a truncated response instead of a JSON array that silently lacks rows.

@@ -119,10 +119,9 @@ pub async fn get(raw_id: String, app: App) -> Response {
             let id = validation::parse_id(&raw_id)?;
             let mut conn = app.connection().await?;
             let found: Option<Transaction> = app
-                .bounded(
-                    &format!("reading transaction {id}"),
-                    async { transactions::table.find(id).select(Transaction::as_select()).first(&mut conn).await.optional() },
-                )
+                .bounded(&format!("reading transaction {id}"), async {
+                    transactions::table.find(id).select(Transaction::as_select()).first(&mut conn).await.optional()
+                })
                 .await?;
             match found {
                 Some(t) => Ok(warp::reply::json(&t).into_response()),

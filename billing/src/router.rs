@@ -5,10 +5,10 @@
 
 use std::convert::Infallible;
 
+use warp::Filter;
 use warp::filters::path::FullPath;
 use warp::http::{Method, header};
 use warp::reply::{Reply, Response};
-use warp::Filter;
 
 use crate::app::App;
 use crate::error::ApiError;
@@ -22,11 +22,7 @@ pub fn routes(app: App) -> impl Filter<Extract = (impl Reply,), Error = Infallib
     let ping = warp::path!("ping").and(warp::get()).then(handlers::ping);
     let healthz = warp::path!("healthz").and(warp::get()).then(handlers::healthz);
     let readyz = warp::path!("readyz").and(warp::get()).and(with_app.clone()).then(handlers::readyz);
-    let get_all = warp::path!("getall")
-        .and(warp::get())
-        .and(with_app.clone())
-        .and(raw_query.clone())
-        .then(getall::getall);
+    let get_all = warp::path!("getall").and(warp::get()).and(with_app.clone()).and(raw_query).then(getall::getall);
     let get_one = warp::path!("get" / String).and(warp::get()).and(with_app.clone()).then(handlers::get);
     let add = warp::path!("add")
         .and(warp::post())
@@ -35,9 +31,7 @@ pub fn routes(app: App) -> impl Filter<Extract = (impl Reply,), Error = Infallib
         .and(warp::header::optional::<String>("content-type"))
         .and(warp::header::optional::<String>("accept"))
         .and(warp::body::stream())
-        .then(|app, query, content_type, accept, body| {
-            handlers::add(app, query, content_type, accept, Box::pin(body))
-        });
+        .then(|app, query, content_type, accept, body| handlers::add(app, query, content_type, accept, Box::pin(body)));
 
     let fallback = warp::method().and(warp::path::full()).map(fallback);
 

@@ -100,10 +100,7 @@ mod tests {
 
     #[test]
     fn line_format_is_the_courses() -> Result<(), String> {
-        let created_at = chrono::Utc
-            .with_ymd_and_hms(2026, 11, 27, 7, 5, 9)
-            .single()
-            .ok_or("bad date")?;
+        let created_at = chrono::Utc.with_ymd_and_hms(2026, 11, 27, 7, 5, 9).single().ok_or("bad date")?;
         let t = Transaction { id: 3, client_id: "42".into(), amount: 1000, created_at };
         assert_eq!(
             format_line("billing-stateful-0", &t),

@@ -34,7 +34,8 @@ pub fn parse_add(query: &str, body: Body<'_>) -> Result<NewTransaction, ApiError
     let client_id = one_source("client_id", from_query.client_id, from_body.client_id)?;
     let amount = one_source("amount", from_query.amount, from_body.amount)?;
 
-    let client_id = validate_client_id(client_id.ok_or_else(|| ApiError::invalid("client_id", "client_id is required"))?)?;
+    let client_id =
+        validate_client_id(client_id.ok_or_else(|| ApiError::invalid("client_id", "client_id is required"))?)?;
     let amount = validate_amount(amount.ok_or_else(|| ApiError::invalid("amount", "amount is required"))?)?;
     Ok(NewTransaction { client_id, amount })
 }
@@ -160,9 +161,8 @@ fn validate_amount(amount: AmountInput) -> Result<i64, ApiError> {
 
 /// `/get/<id>`: the id as typed in the path.
 pub fn parse_id(raw: &str) -> Result<i64, ApiError> {
-    raw.parse::<i64>().map_err(|_| {
-        ApiError::invalid("id", format!("the transaction id must be a whole number, got {raw:?}"))
-    })
+    raw.parse::<i64>()
+        .map_err(|_| ApiError::invalid("id", format!("the transaction id must be a whole number, got {raw:?}")))
 }
 
 /// `?limit=&after_id=` of `GET /getall`: keyset pagination, so a page costs the same at any depth.
@@ -181,22 +181,22 @@ pub fn parse_page(query: &str) -> Result<Page, ApiError> {
         match key.as_str() {
             "after_id" => {
                 let v = value.trim().parse::<i64>().ok().filter(|v| *v >= 0).ok_or_else(|| {
-                    ApiError::invalid("after_id", format!("after_id must be a whole number of 0 or more, got {value:?}"))
+                    ApiError::invalid(
+                        "after_id",
+                        format!("after_id must be a whole number of 0 or more, got {value:?}"),
+                    )
                 })?;
                 set_once(&mut after_id, "after_id", v)?;
             }
             "limit" => {
-                let v = value
-                    .trim()
-                    .parse::<i64>()
-                    .ok()
-                    .filter(|v| (1..=GETALL_MAX_LIMIT).contains(v))
-                    .ok_or_else(|| {
+                let v = value.trim().parse::<i64>().ok().filter(|v| (1..=GETALL_MAX_LIMIT).contains(v)).ok_or_else(
+                    || {
                         ApiError::invalid(
                             "limit",
                             format!("limit must be a whole number from 1 to {GETALL_MAX_LIMIT}, got {value:?}"),
                         )
-                    })?;
+                    },
+                )?;
                 set_once(&mut limit, "limit", v)?;
             }
             _ => {}
@@ -259,7 +259,11 @@ mod tests {
             assert_eq!(field, Some("amount"), "{q}: {message}");
             assert!(message.starts_with("amount "), "{q}: {message}");
         }
-        for body in [r#"{"client_id":"1","amount":"5"}"#, r#"{"client_id":"1","amount":2.5}"#, r#"{"client_id":"1","amount":1e3}"#] {
+        for body in [
+            r#"{"client_id":"1","amount":"5"}"#,
+            r#"{"client_id":"1","amount":2.5}"#,
+            r#"{"client_id":"1","amount":1e3}"#,
+        ] {
             assert_eq!(rejected(add_body("application/json", body)).0, Some("amount"), "{body}");
         }
     }

@@ -7,11 +7,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 fn content_type(r: &reqwest::Response) -> String {
-    r.headers()
-        .get(reqwest::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string()
+    r.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
 }
 
 #[tokio::test]
@@ -85,7 +81,9 @@ async fn getall_lists_every_transaction_in_id_order() -> TestResult {
     let rows = body.as_array().ok_or("not an array")?;
     let summary: Vec<(i64, &str, i64)> = rows
         .iter()
-        .map(|r| (r["id"].as_i64().unwrap_or(-1), r["client_id"].as_str().unwrap_or("?"), r["amount"].as_i64().unwrap_or(-1)))
+        .map(|r| {
+            (r["id"].as_i64().unwrap_or(-1), r["client_id"].as_str().unwrap_or("?"), r["amount"].as_i64().unwrap_or(-1))
+        })
         .collect();
     assert_eq!(summary, vec![(1, "1", 1000), (2, "2", 20), (3, "1", 3)]);
     assert!(rows.iter().all(|r| r["created_at"].as_str().is_some_and(|t| t.ends_with('Z'))));
@@ -133,7 +131,10 @@ async fn get_by_id_and_its_errors() -> TestResult {
     let r = app.client.get(app.url("/get/1")).send().await?;
     assert_eq!((r.status(), content_type(&r)), (StatusCode::OK, "application/json".into()));
     let body: Value = r.json().await?;
-    assert_eq!((body["id"].clone(), body["client_id"].clone(), body["amount"].clone()), (json!(1), json!("1"), json!(1000)));
+    assert_eq!(
+        (body["id"].clone(), body["client_id"].clone(), body["amount"].clone()),
+        (json!(1), json!("1"), json!(1000))
+    );
 
     let r = app.client.get(app.url("/get/2")).send().await?;
     assert_eq!((r.status(), content_type(&r)), (StatusCode::NOT_FOUND, "application/json".into()));
@@ -149,12 +150,15 @@ async fn get_by_id_and_its_errors() -> TestResult {
     Ok(())
 }
 
+type BadCase = (String, Option<(&'static str, &'static str)>, u16, Option<&'static str>);
+
 /// Each bad request gets the named status and field, and the ledger stays empty.
 #[tokio::test]
 async fn bad_input_is_refused_and_nothing_is_written() -> TestResult {
     let app = TestApp::start()?;
     let long = "x".repeat(101);
-    let cases: Vec<(String, Option<(&str, &str)>, u16, Option<&str>)> = vec![
+    // (path, optional (content type, body), expected status, expected field)
+    let cases: Vec<BadCase> = vec![
         ("/add".into(), None, 400, Some("client_id")),
         ("/add?amount=5".into(), None, 400, Some("client_id")),
         ("/add?client_id=1".into(), None, 400, Some("amount")),
@@ -170,7 +174,12 @@ async fn bad_input_is_refused_and_nothing_is_written() -> TestResult {
         ("/add".into(), Some(("application/json", r#"{"client_id":"1","amount":"5"}"#)), 400, Some("amount")),
         ("/add".into(), Some(("application/json", r#"{"client_id":"1""#)), 400, None),
         ("/add".into(), Some(("text/plain", "client_id=1&amount=5")), 415, None),
-        ("/add?client_id=1".into(), Some(("application/json", r#"{"client_id":"1","amount":5}"#)), 400, Some("client_id")),
+        (
+            "/add?client_id=1".into(),
+            Some(("application/json", r#"{"client_id":"1","amount":5}"#)),
+            400,
+            Some("client_id"),
+        ),
     ];
     for (path, body, status, field) in cases {
         let mut request = app.client.post(app.url(&path));
@@ -184,7 +193,13 @@ async fn bad_input_is_refused_and_nothing_is_written() -> TestResult {
         assert!(json["message"].as_str().is_some_and(|m| !m.is_empty()), "{path}: {json}");
         assert_eq!(json["field"].as_str(), field, "{path}: {json}");
     }
-    let r = app.client.post(app.url("/add")).header("content-type", "application/json").body(vec![b' '; 20_000]).send().await?;
+    let r = app
+        .client
+        .post(app.url("/add"))
+        .header("content-type", "application/json")
+        .body(vec![b' '; 20_000])
+        .send()
+        .await?;
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(app.row_count()?, 0, "a refused request wrote a row");
     Ok(())

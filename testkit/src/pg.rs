@@ -99,8 +99,9 @@ fn unprivileged_user() -> Result<Option<(u32, u32)>, String> {
 
 fn chown(path: &Path, owner: Option<(u32, u32)>) -> Result<(), String> {
     match owner {
-        Some((uid, gid)) => std::os::unix::fs::chown(path, Some(uid), Some(gid))
-            .map_err(|e| format!("chown {}: {e}", path.display())),
+        Some((uid, gid)) => {
+            std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(|e| format!("chown {}: {e}", path.display()))
+        }
         None => Ok(()),
     }
 }
@@ -164,7 +165,8 @@ impl PgServer {
         }
         // Superuser `postgres` without a password for the harness; every other role must use its password, so
         // the service's password handling is exercised for real.
-        let hba = "local all all trust\nhost all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n";
+        let hba =
+            "local all all trust\nhost all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n";
         fs::write(self.data_dir().join("pg_hba.conf"), hba).map_err(|e| format!("write pg_hba.conf: {e}"))
     }
 

@@ -43,17 +43,12 @@ impl TestApp {
     }
 
     pub fn row_count(&self) -> Result<i64, String> {
-        self.sql("SELECT count(*) FROM transactions")?
-            .parse()
-            .map_err(|e| format!("count is not a number: {e}"))
+        self.sql("SELECT count(*) FROM transactions")?.parse().map_err(|e| format!("count is not a number: {e}"))
     }
 }
 
 pub fn client() -> Result<reqwest::Client, String> {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .map_err(|e| e.to_string())
+    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().map_err(|e| e.to_string())
 }
 
 /// Lifts the soft open-files limit to the hard one, so a test can hold thousands of sockets at once.

@@ -35,7 +35,10 @@ fn main() -> std::process::ExitCode {
         }
     };
     println!("DATABASE_URL={url}");
-    eprintln!("billing-tempdb: PostgreSQL on 127.0.0.1:{} (durable: {durable}); stop with SIGINT/SIGTERM", server.port());
+    eprintln!(
+        "billing-tempdb: PostgreSQL on 127.0.0.1:{} (durable: {durable}); stop with SIGINT/SIGTERM",
+        server.port()
+    );
     while !STOP.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(100));
     }

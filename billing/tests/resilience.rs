@@ -1,0 +1,257 @@
+//! What happens when things go wrong: the database stops, restarts, is wiped, is late; replicas race at start;
+//! the pod is told to stop with requests in flight.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use billing_testkit::{PgOptions, PgServer, ServiceProcess, StopMode, shared, unique_name};
+use common::{BIN, READY_TIMEOUT, TestApp, TestResult, client};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+#[derive(Default)]
+struct Outcomes {
+    acknowledged: HashMap<i64, String>,
+    unavailable: usize,
+    slowest: Duration,
+    other: Vec<String>,
+}
+
+/// PostgreSQL stops (as in a crash) while requests flow, then comes back on the same data directory: the service
+/// answers 503 quickly meanwhile, recovers by itself, and every transaction it acknowledged is in the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_restart_under_load() -> TestResult {
+    let pg = PgServer::start(PgOptions { durable: true })?;
+    let url = pg.create_database("billing")?;
+    let mut service = ServiceProcess::spawn(
+        BIN.as_ref(),
+        &[("DATABASE_URL", &url), ("DATABASE_TIMEOUT_SECS", "2"), ("RUST_LOG", "warn")],
+    )?;
+    service.wait_ready(READY_TIMEOUT)?;
+    let pid = service.pid();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = client()?;
+    let mut workers = Vec::new();
+    for w in 0..4 {
+        let (stop, client, base) = (Arc::clone(&stop), client.clone(), service.url(""));
+        workers.push(tokio::spawn(async move {
+            let mut out = Outcomes::default();
+            // Bounded: at most 3,000 requests per worker, and the test stops the loop after ~6 s anyway.
+            for i in 0..3000 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let client_id = format!("w{w}-{i}");
+                let started = Instant::now();
+                let result = client.post(format!("{base}/add?client_id={client_id}&amount=1")).send().await;
+                out.slowest = out.slowest.max(started.elapsed());
+                match result {
+                    Ok(r) if r.status() == StatusCode::CREATED => {
+                        let text = r.text().await.unwrap_or_default();
+                        match text.strip_prefix("Transaction added. transaction id=").and_then(|id| id.parse().ok()) {
+                            Some(id) => {
+                                out.acknowledged.insert(id, client_id);
+                            }
+                            None => out.other.push(format!("201 with body {text:?}")),
+                        }
+                    }
+                    Ok(r) if r.status() == StatusCode::SERVICE_UNAVAILABLE => {
+                        let body: Value = r.json().await.unwrap_or_default();
+                        if body["error"] == "database_unavailable" {
+                            out.unavailable += 1;
+                        } else {
+                            out.other.push(format!("503 with body {body}"));
+                        }
+                    }
+                    Ok(r) => out.other.push(format!("{} {}", r.status(), r.text().await.unwrap_or_default())),
+                    Err(e) => out.other.push(format!("transport error: {e}")),
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            out
+        }));
+    }
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    pg.stop(StopMode::Immediate)?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    pg.restart()?;
+    // Recovery: the same process serves again, without a restart, within a bounded time.
+    let recovered_within = Duration::from_secs(20);
+    let restarted = Instant::now();
+    loop {
+        let r = client.get(service.url("/readyz")).send().await?;
+        if r.status() == StatusCode::OK {
+            break;
+        }
+        assert!(restarted.elapsed() < recovered_within, "not ready {recovered_within:?} after PostgreSQL returned");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Relaxed);
+
+    let mut all = Outcomes::default();
+    for w in workers {
+        let out = w.await?;
+        all.acknowledged.extend(out.acknowledged);
+        all.unavailable += out.unavailable;
+        all.slowest = all.slowest.max(out.slowest);
+        all.other.extend(out.other);
+    }
+    assert!(
+        all.other.is_empty(),
+        "only 201 and 503 are acceptable answers: {:?}",
+        &all.other[..all.other.len().min(5)]
+    );
+    assert!(all.unavailable > 0, "the outage was not observed as 503s");
+    assert!(all.slowest < Duration::from_secs(8), "a request hung for {:?}", all.slowest);
+    assert_eq!(service.pid(), pid);
+    assert!(service.wait_exit(Duration::from_millis(1)).is_err(), "the service process exited");
+
+    let stored: HashMap<i64, String> = pg
+        .psql("billing", "SELECT id, client_id FROM transactions")?
+        .lines()
+        .filter_map(|l| l.split_once('|'))
+        .filter_map(|(id, c)| Some((id.parse().ok()?, c.to_string())))
+        .collect();
+    let missing: Vec<_> = all.acknowledged.iter().filter(|(id, c)| stored.get(id) != Some(c)).collect();
+    assert!(missing.is_empty(), "acknowledged but not stored: {missing:?}");
+    let acknowledged_before_and_after = all.acknowledged.len();
+    assert!(acknowledged_before_and_after > 10, "too little traffic to mean anything: {acknowledged_before_and_after}");
+    eprintln!(
+        "restart under load: {} acknowledged and all present, {} answered 503, slowest request {:?}",
+        all.acknowledged.len(),
+        all.unavailable,
+        all.slowest
+    );
+    Ok(())
+}
+
+/// The course's failure demo: the database is wiped under a running service. The error names PostgreSQL's own
+/// message, readiness turns false, and the table is not silently re-created.
+#[tokio::test]
+async fn wiped_schema_is_reported_and_not_recreated() -> TestResult {
+    let app = TestApp::start()?;
+    let r = app.client.post(app.url("/add?client_id=1&amount=1000")).send().await?;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    app.client.get(app.url("/get/1")).send().await?;
+
+    app.sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public")?;
+
+    for (method, path) in
+        [("GET", "/getall"), ("GET", "/get/1"), ("POST", "/add?client_id=1&amount=5"), ("GET", "/readyz")]
+    {
+        let r = app.client.request(method.parse()?, app.url(path)).send().await?;
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE, "{method} {path}");
+        let body: Value = r.json().await?;
+        assert_eq!(body["error"], "schema_missing", "{method} {path}: {body}");
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(message.contains(r#"relation "transactions" does not exist"#), "{method} {path}: {message}");
+    }
+    assert_eq!(app.client.get(app.url("/healthz")).send().await?.status(), StatusCode::OK, "liveness stays up");
+    assert_eq!(app.sql("SELECT to_regclass('public.transactions') IS NULL")?, "t", "the table was re-created");
+    Ok(())
+}
+
+/// Three replicas starting together on an empty database: all become ready, the migration ran exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_start_at_once_on_an_empty_database() -> TestResult {
+    let db = unique_name("t");
+    let url = shared().create_database(&db)?;
+    let mut services = (0..3)
+        .map(|_| ServiceProcess::spawn(BIN.as_ref(), &[("DATABASE_URL", &url)]))
+        .collect::<Result<Vec<_>, _>>()?;
+    for s in &mut services {
+        s.wait_ready(READY_TIMEOUT)?;
+    }
+    let applied = services.iter().filter(|s| s.log().contains("applied migrations: ")).count();
+    let up_to_date = services.iter().filter(|s| s.log().contains("schema is up to date")).count();
+    assert_eq!((applied, up_to_date), (1, 2), "exactly one instance migrates");
+    assert_eq!(shared().psql(&db, "SELECT count(*) FROM __diesel_schema_migrations")?, "1");
+    Ok(())
+}
+
+/// A pod that starts before PostgreSQL: liveness answers, readiness and data say 503 until the database is up,
+/// then it becomes ready by itself.
+#[tokio::test]
+async fn waits_for_a_late_database() -> TestResult {
+    let pg = PgServer::start(PgOptions::default())?;
+    let url = pg.create_database("billing")?;
+    pg.stop(StopMode::Fast)?;
+    let mut service = ServiceProcess::spawn(BIN.as_ref(), &[("DATABASE_URL", &url), ("DATABASE_WAIT_SECS", "60")])?;
+    let client = client()?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(client.get(service.url("/healthz")).send().await?.status(), StatusCode::OK);
+    let r = client.get(service.url("/readyz")).send().await?;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.text().await?.contains("billing is starting"));
+    assert_eq!(client.get(service.url("/getall")).send().await?.status(), StatusCode::SERVICE_UNAVAILABLE);
+    pg.restart()?;
+    service.wait_ready(READY_TIMEOUT)?;
+    let log = service.log();
+    assert!(log.contains("is not reachable yet (attempt 1)"), "{log}");
+    assert!(!log.contains("postgres@") || !log.contains(":secret"), "no password in logs");
+    Ok(())
+}
+
+#[tokio::test]
+async fn gives_up_on_a_database_that_never_comes() -> TestResult {
+    // A port nothing listens on: bind and release one.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let url = format!("postgres://billing:topsecret@127.0.0.1:{port}/billing");
+    let mut service = ServiceProcess::spawn(BIN.as_ref(), &[("DATABASE_URL", &url), ("DATABASE_WAIT_SECS", "2")])?;
+    let status = service.wait_exit(Duration::from_secs(20))?;
+    assert_eq!(status.code(), Some(1));
+    let log = service.log();
+    assert!(log.contains("gave up connecting to PostgreSQL at billing@127.0.0.1"), "{log}");
+    assert!(!log.contains("topsecret"), "the password leaked into the log:\n{log}");
+    Ok(())
+}
+
+/// SIGTERM with requests in flight: the listener closes, the requests complete, the process exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_requests_in_flight_and_exits_zero() -> TestResult {
+    let mut app = TestApp::start_with(&[("DATABASE_TIMEOUT_SECS", "20")])?;
+    // Hold the table so that the inserts below wait inside the database.
+    let mut locker = shared().psql_background(
+        &app.db,
+        "BEGIN; LOCK TABLE transactions IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(3); COMMIT;",
+    )?;
+    let lock_held = "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+                     WHERE c.relname = 'transactions' AND l.mode = 'AccessExclusiveLock' AND l.granted";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.sql(lock_held)? != "1" {
+        assert!(Instant::now() < deadline, "the lock was never taken");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let in_flight: Vec<_> = (0..5)
+        .map(|i| {
+            let request = app.client.post(app.url(&format!("/add?client_id=inflight-{i}&amount=1"))).send();
+            tokio::spawn(async move {
+                let r = request.await.map_err(|e| e.to_string())?;
+                Ok::<_, String>((r.status(), r.text().await.map_err(|e| e.to_string())?))
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.service.signal(libc::SIGTERM)?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        std::net::TcpStream::connect(app.service.addr()).is_err(),
+        "the listener still accepts connections after SIGTERM"
+    );
+    for request in in_flight {
+        let (status, body) = request.await??;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let status = app.service.wait_exit(Duration::from_secs(15))?;
+    assert_eq!(status.code(), Some(0), "{}", app.service.log());
+    assert_eq!(app.row_count()?, 5);
+    let _ = locker.wait();
+    Ok(())
+}
