@@ -1,0 +1,191 @@
+"""The chart's switches: external database, existing Secret/claim, keep,
+NetworkPolicy, StorageClass ownership, naming, the helm test hook, NOTES."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from conftest import container, env_of, notes, render, render_error, run_helm, CHART
+
+EXTERNAL = {
+    "postgresql.enabled": "false",
+    "externalDatabase.url": "postgres://billing@db.example.com:5432/billing?sslmode=require",
+}
+
+
+def app_env(r, kind="Deployment", name="billing"):
+    return env_of(container(r.get(kind, name)["spec"]["template"]["spec"], "billing"))
+
+
+def test_external_database_with_password_in_values(helm):
+    r = render(helm, sets={**EXTERNAL, "externalDatabase.password": "p@ss:w/rd%"})
+    assert not [d for d in r.docs if d["metadata"]["labels"].get("app.kubernetes.io/name") == "postgresql"]
+    env = app_env(r)
+    assert env["DATABASE_URL"]["value"] == EXTERNAL["externalDatabase.url"]
+    assert env["DATABASE_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "billing-database", "key": "password"}
+    secret = r.get("Secret", "billing-database")
+    # Any character, stored as is: the service never puts it in a URL.
+    assert base64.b64decode(secret["data"]["password"]).decode() == "p@ss:w/rd%"
+
+
+def test_external_database_with_existing_secret(helm):
+    r = render(
+        helm,
+        sets={**EXTERNAL, "externalDatabase.existingSecret": "db-creds", "externalDatabase.existingSecretPasswordKey": "pw"},
+    )
+    assert not r.all("Secret")
+    assert app_env(r)["DATABASE_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "db-creds", "key": "pw"}
+
+
+def test_external_database_without_password(helm):
+    r = render(helm, sets=EXTERNAL)
+    assert "DATABASE_PASSWORD" not in app_env(r)
+    assert not r.all("Secret")
+
+
+def test_external_database_requires_a_url(helm):
+    err = render_error(helm, "--set", "postgresql.enabled=false")
+    assert "externalDatabase.url is required" in err
+
+
+def test_bundled_postgresql_with_existing_secret(helm):
+    r = render(
+        helm,
+        values=("task2.yaml",),
+        sets={"postgresql.auth.existingSecret": "pg-creds", "postgresql.auth.existingSecretPasswordKey": "pgpass"},
+    )
+    assert not r.has("Secret", "billing-postgresql")
+    assert app_env(r, "StatefulSet", "billing-stateful")["DATABASE_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "pg-creds",
+        "key": "pgpass",
+    }
+    pod = r.get("Deployment", "billing-postgresql")["spec"]["template"]["spec"]
+    (vol,) = [v for v in pod["volumes"] if v["name"] == "password"]
+    assert vol["secret"]["secretName"] == "pg-creds"
+    assert vol["secret"]["items"] == [{"key": "pgpass", "path": "password"}]
+
+
+def test_existing_claim(helm):
+    r = render(helm, sets={"postgresql.persistence.existingClaim": "recovered-data"})
+    assert not r.all("PersistentVolumeClaim")
+    pod = r.get("Deployment", "billing-postgresql")["spec"]["template"]["spec"]
+    (vol,) = [v for v in pod["volumes"] if v["name"] == "data"]
+    assert vol["persistentVolumeClaim"] == {"claimName": "recovered-data"}
+
+
+def test_keep_false_lets_uninstall_delete_claim_and_secret(helm):
+    r = render(helm, sets={"postgresql.persistence.keep": "false"})
+    for kind in ("PersistentVolumeClaim", "Secret"):
+        annotations = r.get(kind, "billing-postgresql")["metadata"].get("annotations") or {}
+        assert "helm.sh/resource-policy" not in annotations, kind
+
+
+def test_network_policy_admits_only_billing_pods(helm):
+    assert not render(helm).all("NetworkPolicy")
+    r = render(helm, values=("task2.yaml",), sets={"networkPolicy.enabled": "true"})
+    (np,) = r.all("NetworkPolicy")
+    pg_pod_labels = r.get("Deployment", "billing-postgresql")["spec"]["template"]["metadata"]["labels"]
+    assert np["spec"]["podSelector"]["matchLabels"].items() <= pg_pod_labels.items()
+    assert np["spec"]["policyTypes"] == ["Ingress"]
+    (rule,) = np["spec"]["ingress"]
+    (peer,) = rule["from"]
+    app_pod_labels = r.get("StatefulSet", "billing-stateful")["spec"]["template"]["metadata"]["labels"]
+    assert peer["podSelector"]["matchLabels"].items() <= app_pod_labels.items()
+    test_pod_labels = r.get("Pod", "billing-test-api")["metadata"]["labels"]
+    assert not peer["podSelector"]["matchLabels"].items() <= test_pod_labels.items()
+    assert rule["ports"] == [{"port": "postgresql", "protocol": "TCP"}]
+    # Without the bundled PostgreSQL there is nothing to protect.
+    assert not render(helm, sets={**EXTERNAL, "networkPolicy.enabled": "true"}).all("NetworkPolicy")
+
+
+def test_storage_class_not_created_uses_the_cluster_default(helm):
+    r = render(helm, values=("task2.yaml",), sets={"storageClass.create": "false"})
+    assert not r.all("StorageClass")
+    assert "storageClassName" not in r.get("PersistentVolumeClaim", "billing-postgresql")["spec"]
+    (vct,) = r.get("StatefulSet", "billing-stateful")["spec"]["volumeClaimTemplates"]
+    assert "storageClassName" not in vct["spec"]
+
+
+def test_storage_class_shared_with_another_release(helm):
+    r = render(helm, values=("task2.yaml",), sets={"storageClass.create": "false", "storageClass.name": "billing-retain"})
+    assert not r.all("StorageClass")
+    assert r.get("PersistentVolumeClaim", "billing-postgresql")["spec"]["storageClassName"] == "billing-retain"
+
+
+def test_per_volume_storage_class_override(helm):
+    r = render(helm, sets={"postgresql.persistence.storageClassName": "ssd", "postgresql.persistence.size": "5Gi"})
+    pvc = r.get("PersistentVolumeClaim", "billing-postgresql")
+    assert pvc["spec"]["storageClassName"] == "ssd"
+    assert pvc["spec"]["resources"]["requests"]["storage"] == "5Gi"
+
+
+@pytest.mark.parametrize(
+    ("release", "base"),
+    [("billing", "billing"), ("my-billing", "my-billing"), ("shop", "shop-billing")],
+)
+def test_names_follow_the_release(helm, release, base):
+    proc = run_helm(helm, "template", release, str(CHART), "-f", str(CHART.parents[1] / "values" / "task2.yaml"))
+    assert proc.returncode == 0, proc.stderr
+    import yaml
+
+    names = {(d["kind"], d["metadata"]["name"]) for d in yaml.safe_load_all(proc.stdout) if d}
+    assert ("StatefulSet", f"{base}-stateful") in names
+    assert ("Service", f"{base}-stateful") in names
+    assert ("Service", base) in names
+    assert ("Deployment", f"{base}-postgresql") in names
+    assert ("StorageClass", f"{base}-retain") in names
+
+
+def test_fullname_override(helm):
+    r = render(helm, values=("task2.yaml",), sets={"fullnameOverride": "pay"})
+    assert r.get("StatefulSet", "pay-stateful")["spec"]["serviceName"] == "pay-stateful"
+    assert app_env(r, "StatefulSet", "pay-stateful")["DATABASE_URL"]["value"] == "postgres://billing@pay-postgresql:5432/billing"
+
+
+def test_helm_test_pod_in_deployment_mode(helm):
+    pod = render(helm, values=("task1.yaml",)).get("Pod", "billing-test-api")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    script = container(pod["spec"], "api")["args"][0]
+    assert "http://billing.default.svc.cluster.local:8080" in script
+    assert "billing-stateful" not in script
+    for needle in ("/ping", "/add?client_id=", "/get/", "201"):
+        assert needle in script
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert pod["spec"]["restartPolicy"] == "Never"
+
+
+def test_helm_test_pod_checks_every_stateful_pod(helm):
+    pod = render(helm, "--namespace", "course", values=("task2.yaml",)).get("Pod", "billing-test-api")
+    script = container(pod["spec"], "api")["args"][0]
+    assert "http://billing.course.svc.cluster.local:8080" in script
+    for i in range(3):
+        assert f"http://billing-stateful-{i}.billing-stateful.course.svc.cluster.local:8080" in script
+    assert "billing-stateful-3" not in script
+
+
+def test_notes_deployment_mode():
+    text = notes("helm4", "-f", str(CHART.parents[1] / "values" / "task1.yaml"))
+    assert "installed as a Deployment (1 replica)" in text
+    assert "curl http://billing.default.svc.cluster.local:8080/ping" in text
+    assert "add?client_id=" in text
+    assert "billing-stateful" not in text
+    assert "helm test billing" in text
+    assert "PersistentVolumeClaim billing-postgresql (StorageClass billing-retain)" in text
+
+
+def test_notes_statefulset_mode_names_every_pod_with_its_namespace():
+    text = notes("helm4", "-f", str(CHART.parents[1] / "values" / "task2.yaml"), namespace="course")
+    assert "installed as a StatefulSet (3 replicas) in namespace course" in text
+    for i in range(3):
+        assert f"curl http://billing-stateful-{i}.billing-stateful.course.svc.cluster.local:8080/ping" in text
+        assert f'"claimName":"log-billing-stateful-{i}"' in text
+    assert "billing-stateful-3" not in text
+    assert "curl http://billing.course.svc.cluster.local:8080/ping" in text
+
+
+def test_kube_version_floor(helm):
+    err = render_error(helm, "--kube-version", "1.26.0")
+    assert "chart requires kubeVersion: >=1.27.0-0 which is incompatible with Kubernetes v1.26.0" in err
+    ok = run_helm(helm, "template", "billing", str(CHART), "--kube-version", "1.27.0")
+    assert ok.returncode == 0, ok.stderr
