@@ -53,11 +53,12 @@ class Rendered:
         return sorted(f"{d['kind']}/{d['metadata']['name']}" for d in self.docs)
 
 
-def run_helm(helm: str, *args: str) -> subprocess.CompletedProcess:
+def run_helm(helm: str, *args: str, kubeconfig: str = os.devnull) -> subprocess.CompletedProcess:
     env = dict(os.environ)
-    # Keep Helm away from any cluster and any user configuration: rendering
-    # must not depend on the machine.
-    env["KUBECONFIG"] = os.devnull
+    # Keep Helm away from any real cluster and any user configuration:
+    # rendering must not depend on the machine. (test_lookup.py points it at
+    # a fake API server on loopback instead.)
+    env["KUBECONFIG"] = kubeconfig
     env.setdefault("HELM_CACHE_HOME", "/tmp/billing-chart-tests/helm-cache")
     env.setdefault("HELM_CONFIG_HOME", "/tmp/billing-chart-tests/helm-config")
     env.setdefault("HELM_DATA_HOME", "/tmp/billing-chart-tests/helm-data")
