@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs the PostgreSQL server binaries the tests, the demo and the benchmarks run (initdb, postgres, psql),
+# from Debian's `postgresql` package. Does nothing when they are already there. The harness never skips for lack
+# of them: without this, the tests fail with a message pointing here.
+set -euo pipefail
+
+have_postgres() {
+    local dir
+    for dir in /usr/lib/postgresql/*/bin; do
+        [[ -x "$dir/initdb" && -x "$dir/postgres" && -x "$dir/psql" ]] && return 0
+    done
+    [[ -n "${PG_BIN:-}" && -x "$PG_BIN/initdb" ]]
+}
+
+if have_postgres; then
+    echo "install-postgres: PostgreSQL server binaries present"
+    exit 0
+fi
+
+if ! command -v apt-get >/dev/null; then
+    echo "install-postgres: no apt-get here; install the PostgreSQL server (initdb, postgres, psql) and set PG_BIN to its bin directory" >&2
+    exit 1
+fi
+sudo=()
+if [[ $(id -u) -ne 0 ]]; then
+    command -v sudo >/dev/null || { echo "install-postgres: need root or sudo to apt-get install postgresql" >&2; exit 1; }
+    sudo=(sudo)
+fi
+echo "install-postgres: installing Debian's postgresql package"
+"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+have_postgres || { echo "install-postgres: postgresql installed but initdb/postgres/psql not found under /usr/lib/postgresql/*/bin" >&2; exit 1; }
+echo "install-postgres: done"
