@@ -45,14 +45,18 @@ pub async fn run(config: Config) -> Result<(), String> {
     log::info!("billing {} listening on {}", env!("CARGO_PKG_VERSION"), config.listen_addr);
     let server = tokio::spawn(warp::serve(router::routes(app.clone())).incoming(listener).graceful(graceful).run());
 
-    let started = tokio::select! {
-        result = start(&config, &app) => result,
-        _ = draining_rx.changed() => Err("stopped before start-up finished".into()),
+    let startup = tokio::select! {
+        result = start(&config, &app) => match result {
+            Ok(()) => None,
+            Err(e) => {
+                log::error!("start-up failed: {e}");
+                let _ = stop_tx.send(true);
+                Some(e)
+            }
+        },
+        // A signal during start-up is an ordinary stop, not a failure.
+        _ = draining_rx.changed() => None,
     };
-    if let Err(e) = &started {
-        log::error!("start-up failed: {e}");
-        let _ = stop_tx.send(true);
-    }
 
     // The drain is bounded: past `shutdown_timeout` after the signal, whatever is still in flight is cut off.
     let deadline = async {
@@ -71,17 +75,8 @@ pub async fn run(config: Config) -> Result<(), String> {
         ),
     }
     drop(app);
-    match started {
-        Ok(()) => {
-            log::info!("stopped");
-            Ok(())
-        }
-        Err(e) if e.starts_with("stopped before") => {
-            log::info!("stopped");
-            Ok(())
-        }
-        Err(e) => Err(e),
-    }
+    log::info!("stopped");
+    startup.map_or(Ok(()), Err)
 }
 
 async fn start(config: &Config, app: &App) -> Result<(), String> {
