@@ -190,3 +190,15 @@ fn dechunk(mut raw: &[u8]) -> Result<Vec<u8>, String> {
         raw = &raw[size + 2..];
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::dechunk;
+
+    #[test]
+    fn dechunks_a_chunked_body() -> Result<(), String> {
+        assert_eq!(dechunk(b"3\r\n[1,\r\n2;ext=1\r\n2]\r\n0\r\n\r\n")?, b"[1,2]");
+        assert!(dechunk(b"5\r\nab").is_err(), "a truncated body is an error, not a short read");
+        Ok(())
+    }
+}
