@@ -15,12 +15,15 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo build --release --locked -p billing \
     && cp target/release/billing /billing
 
-# Distroless: glibc and libgcc for the dynamically linked binary, CA certificates, no shell, no package manager.
-# The :nonroot variant runs as uid/gid 65532, which the chart's securityContext matches.
-FROM gcr.io/distroless/cc-debian12:nonroot
+# Distroless: glibc and libgcc for the dynamically linked binary, CA certificates, no package manager.
+# The :debug-nonroot variant adds busybox (sh, cat, ls) under /busybox, because the course reads each pod's log
+# with `kubectl exec billing-stateful-0 -- cat /var/log/app.log`; it runs as uid/gid 65532, which the chart's
+# securityContext matches.
+FROM gcr.io/distroless/cc-debian12:debug-nonroot
 COPY --from=build /billing /usr/local/bin/billing
 USER 65532:65532
 EXPOSE 8080
-# No curl in the image: the binary probes itself.
+# No curl or wget in the image: the binary probes itself.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s CMD ["/usr/local/bin/billing", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/billing"]
+CMD []
