@@ -5,17 +5,17 @@
 #
 #   scripts/check-chart.sh
 #
-#  1. helm lint --strict: default, task1 and task2 values, Helm 3 and Helm 4
-#  2. helm template of default/task1/task2/kind and of every combination of the
-#     chart's switches, Helm 3 and Helm 4, validated by kubernetes-validate
-#     --strict against the oldest and newest supported Kubernetes
-#  3. checkov over the rendered manifests (skips: tests/chart/checkov.yaml)
-#  4. hadolint on the Dockerfile
-#  5. yamllint on the values files, the checkov settings and the workflows
-#  6. shellcheck on every shell script in the repository
-#  7. actionlint and zizmor on .github/workflows
-#  8. the chart unit suite, tests/chart (pytest), last, so its summary line
-#     closes the output
+#  - helm lint --strict: default, task1 and task2 values, Helm 3 and Helm 4
+#  - helm template of default/task1/task2/kind and of every combination of the
+#    chart's switches, Helm 3 and Helm 4, validated by kubernetes-validate
+#    --strict against the oldest and newest supported Kubernetes
+#  - checkov over the rendered manifests (skips: tests/chart/checkov.yaml)
+#  - hadolint on the Dockerfile
+#  - yamllint on the values files, the checkov settings and the workflows
+#  - shellcheck on every shell script in the repository
+#  - actionlint and zizmor on .github/workflows
+#  - the chart unit suite, tests/chart (pytest), last, so that its summary
+#    line closes the output
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -32,7 +32,7 @@ BIN=$TOOLS/bin
 VENV_BIN=$TOOLS/venv/bin
 
 step=0
-section() { step=$((step + 1)); printf '\n[check-chart] %d. %s\n' "$step" "$*"; }
+section() { step=$((step + 1)); printf '\n[check-chart] %d. %s (at %ds)\n' "$step" "$*" "$SECONDS"; }
 run() { printf '[check-chart] $ %s\n' "$*"; "$@"; }
 die() { printf '[check-chart] FAILED: %s\n' "$*" >&2; exit 1; }
 

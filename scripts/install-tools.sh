@@ -103,7 +103,7 @@ install_actionlint() {
     # GOTOOLCHAIN=local: never download another Go toolchain. GOFLAGS is reset
     # so that a -mod=vendor or similar setting in the environment cannot break
     # a build outside any module. -p 1 and nice keep the machine usable.
-    GOBIN=$WORK/gobin GOTOOLCHAIN=local GOFLAGS= CGO_ENABLED=0 \
+    GOBIN=$WORK/gobin GOTOOLCHAIN=local GOFLAGS='' CGO_ENABLED=0 \
         nice -n 10 go install -p 1 -trimpath -ldflags=-s "$ACTIONLINT_MODULE@$ACTIONLINT_VERSION" \
         || die "go install $ACTIONLINT_MODULE@$ACTIONLINT_VERSION failed"
     "$WORK/gobin/actionlint" -version >/dev/null || die "the built actionlint does not run"
