@@ -151,3 +151,14 @@ def test_bad_values_are_refused(helm, tmp_path, args, helm3_says, helm4_says):
     assert "values don't meet the specifications of the schema" in err
     expected = helm3_says if helm == "helm3" else helm4_says
     assert expected in err, err
+
+
+def test_validated_kubernetes_range_matches_chart_kube_version():
+    """scripts/check-chart.sh validates the oldest supported Kubernetes; it
+    must be the floor that Chart.yaml declares."""
+    import re
+
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    script = (CHART.parents[1] / "scripts" / "check-chart.sh").read_text()
+    oldest = re.search(r"^KUBE_OLDEST=(\S+)$", script, re.M).group(1)
+    assert chart["kubeVersion"] == f">={oldest}-0"
