@@ -1,0 +1,547 @@
+#!/usr/bin/env python3
+"""billing against PostgreSQL's own ceiling (issue 5). Run through bench/run.sh, which builds and installs first.
+
+One run = every case once: the service under wrk, then the same SQL under pgbench (the order flips on odd runs so
+that drift on a noisy machine does not always favour one side), each after an unmeasured warm-up. With --runs N the
+table shows the median of each figure over the N runs, and the ratio column is the median of the per-run ratios.
+
+Everything started here (billing-tempdb, billing, wrk, pgbench, psql) is a child of this process, recorded by PID
+and stopped by PID on exit, including Ctrl-C. All traffic goes to 127.0.0.1. Python 3 standard library only.
+"""
+
+import argparse
+import datetime
+import glob
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH = REPO / "bench"
+BILLING = REPO / "target" / "release" / "billing"
+TEMPDB = REPO / "target" / "release" / "billing-tempdb"
+MIB = 1024 * 1024
+
+# name, table size it needs (None: whatever is there), wrk path, wrk script, pgbench script, connections.
+CASES = [
+    {"name": "getall_1k", "rows": 1000, "path": "/getall", "lua": "plain.lua", "sql": "getall.sql", "conns": 32},
+    {"name": "getall_100k", "rows": 100000, "path": "/getall", "lua": "plain.lua", "sql": "getall.sql", "conns": 32},
+    {"name": "getall_100k_c1", "rows": 100000, "path": "/getall", "lua": "plain.lua", "sql": "getall.sql", "conns": 1},
+    {"name": "get", "rows": 100000, "path": "/get/1", "lua": "get.lua", "sql": "get.sql", "conns": 32},
+    {"name": "add", "rows": None, "path": "/add", "lua": "add.lua", "sql": "add.sql", "conns": 32},
+    {"name": "ping", "rows": None, "path": "/ping", "lua": "plain.lua", "sql": None, "conns": 32},
+]
+
+TARGETS = [
+    ("add: service >= 0.6x pgbench insert rate", lambda m: m["add"]["ratio"], lambda v: v >= 0.6, "{:.2f}x"),
+    ("get: service >= 0.6x pgbench select rate", lambda m: m["get"]["ratio"], lambda v: v >= 0.6, "{:.2f}x"),
+    ("get: p99 < 10 ms at 32 connections", lambda m: m["get"]["service"]["p99_ms"], lambda v: v < 10, "{:.2f} ms"),
+    ("getall 100k: peak RSS < 64 MiB (32 conns)", lambda m: m["getall_100k"]["service"]["rss_peak_mib"],
+     lambda v: v < 64, "{:.1f} MiB"),
+    ("getall 100k: time within 2x of pgbench (1 conn)", lambda m: 1 / m["getall_100k_c1"]["ratio"],
+     lambda v: v <= 2, "{:.2f}x the time"),
+    ("getall 100k: time within 2x of pgbench (32 conns)", lambda m: 1 / m["getall_100k"]["ratio"],
+     lambda v: v <= 2, "{:.2f}x the time"),
+    ("idle RSS < 20 MiB (after start-up)", lambda m: m["idle"]["rss_start_mib"], lambda v: v < 20, "{:.1f} MiB"),
+]
+
+
+class Children:
+    """Processes this script started, stopped by PID (SIGTERM, then SIGKILL after a grace period) in reverse order."""
+
+    def __init__(self):
+        self.procs = []
+
+    def start(self, args, **kw):
+        proc = subprocess.Popen(args, **kw)
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, proc, grace=30.0):
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc in self.procs:
+            self.procs.remove(proc)
+
+    def stop_all(self):
+        for proc in reversed(list(self.procs)):
+            self.stop(proc)
+
+
+CHILDREN = Children()
+
+
+def log(msg):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def run(args, timeout, **kw):
+    """Runs a bounded command as a recorded child; a command over its time is killed by PID."""
+    proc = CHILDREN.start(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        raise RuntimeError(f"{args[0]} took longer than {timeout}s: {err[-2000:]}")
+    finally:
+        if proc in CHILDREN.procs:
+            CHILDREN.procs.remove(proc)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, args))} exited {proc.returncode}:\n{err[-3000:]}")
+    return out
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def load_avg():
+    with open("/proc/loadavg") as f:
+        return [float(x) for x in f.read().split()[:3]]
+
+
+def find_pg_bin(name):
+    for d in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]), reverse=True):
+        if os.access(f"{d}/{name}", os.X_OK):
+            return f"{d}/{name}"
+    raise SystemExit(f"bench: {name} not found under /usr/lib/postgresql/*/bin (run scripts/install-postgres.sh)")
+
+
+class Database:
+    def __init__(self, url):
+        self.url = url
+        u = urllib.parse.urlparse(url)
+        self.host, self.port, self.user, self.name = u.hostname, u.port or 5432, u.username, u.path.lstrip("/")
+        self.psql = find_pg_bin("psql")
+        self.pgbench = find_pg_bin("pgbench")
+
+    def sql(self, *statements, timeout=600):
+        """Each statement in its own transaction (psql runs every -c separately)."""
+        args = [self.psql, self.url, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"]
+        for statement in statements:
+            args += ["-c", statement]
+        return run(args, timeout).strip()
+
+    def fill(self, rows):
+        """Exactly `rows` rows with ids 1..rows, then a checkpoint so the next case does not pay for the load."""
+        self.sql("TRUNCATE transactions RESTART IDENTITY",
+                 "INSERT INTO transactions (client_id, amount) "
+                 f"SELECT (g % 1000 + 1)::text, (g * 7919) % 1000000 + 1 FROM generate_series(1, {rows}) AS g",
+                 "VACUUM ANALYZE transactions", "CHECKPOINT")
+
+    def count(self):
+        return int(self.sql("SELECT count(*) FROM transactions"))
+
+
+class RssSampler(threading.Thread):
+    """VmRSS of one PID every `interval` seconds, as (monotonic time, bytes)."""
+
+    def __init__(self, pid, interval=0.1):
+        super().__init__(daemon=True)
+        self.path, self.interval = f"/proc/{pid}/status", interval
+        self.samples, self.halt = [], threading.Event()
+
+    def rss(self):
+        try:
+            with open(self.path) as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            return None
+        return None
+
+    def run(self):
+        while not self.halt.is_set():
+            value = self.rss()
+            if value is not None:
+                self.samples.append((time.monotonic(), value))
+            self.halt.wait(self.interval)
+
+    def window(self, start, end):
+        """Peak over [start, end] and the steady level: the median over its second half."""
+        inside = [v for t, v in self.samples if start <= t <= end]
+        settled = [v for t, v in self.samples if (start + end) / 2 <= t <= end] or inside
+        if not inside:
+            return None, None
+        return max(inside) / MIB, statistics.median(settled) / MIB
+
+
+def wrk(base, case, duration, threads, extra_args, workdir):
+    script = Path(workdir) / f"wrk_{case['name']}.lua"
+    script.write_text((BENCH / "wrk" / "common.lua").read_text() + "\n" + (BENCH / "wrk" / case["lua"]).read_text())
+    conns = case["conns"]
+    args = ["wrk", f"-t{min(threads, conns)}", f"-c{conns}", f"-d{duration}s", "--timeout", "30s", "-s", str(script),
+            base + case["path"]]
+    if extra_args:
+        args += ["--", *extra_args]
+    out = run(args, timeout=duration + 60)
+    line = next((ln for ln in out.splitlines() if ln.startswith("WRK_JSON ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no summary:\n{out}")
+    r = json.loads(line[len("WRK_JSON "):])
+    seconds = r["duration_us"] / 1e6
+    errors = sum(r[k] for k in r if k.startswith("errors_"))
+    return {"rps": r["requests"] / seconds, "requests": r["requests"], "p50_ms": r["p50_us"] / 1000,
+            "p90_ms": r["p90_us"] / 1000, "p99_ms": r["p99_us"] / 1000, "max_ms": r["max_us"] / 1000,
+            "mean_ms": r["mean_us"] / 1000, "errors": errors, "mib_per_s": r["bytes"] / seconds / MIB,
+            "raw": r}
+
+
+def percentile(sorted_values, p):
+    if not sorted_values:
+        return None
+    k = (len(sorted_values) - 1) * p / 100
+    lo, hi = int(k), min(int(k) + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
+
+
+def pgbench(db, case, duration, jobs, defines, workdir):
+    conns = case["conns"]
+    prefix = Path(workdir) / f"pgb_{case['name']}_{time.monotonic_ns()}"
+    args = [db.pgbench, "-h", db.host, "-p", str(db.port), "-U", db.user, "-n", "-M", "prepared",
+            f"-c{conns}", f"-j{min(jobs, conns)}", f"-T{duration}", "-f", str(BENCH / "pgbench" / case["sql"]),
+            "--log", f"--log-prefix={prefix}"]
+    for k, v in defines.items():
+        args += ["-D", f"{k}={v}"]
+    args.append(db.name)
+    out = run(args, timeout=duration + 120, cwd=workdir)
+    tps = next((float(ln.split()[2]) for ln in out.splitlines() if ln.startswith("tps = ")), None)
+    failed = next((int(ln.split(":")[1].split()[0]) for ln in out.splitlines()
+                   if ln.startswith("number of failed transactions")), 0)
+    latencies = []
+    for path in glob.glob(f"{prefix}.*"):
+        with open(path) as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) >= 3 and fields[2].isdigit():
+                    latencies.append(int(fields[2]))
+        os.unlink(path)
+    latencies.sort()
+    if tps is None:
+        raise RuntimeError(f"pgbench printed no tps:\n{out}")
+    return {"rps": tps, "requests": len(latencies), "p50_ms": percentile(latencies, 50) / 1000,
+            "p90_ms": percentile(latencies, 90) / 1000, "p99_ms": percentile(latencies, 99) / 1000,
+            "max_ms": latencies[-1] / 1000, "mean_ms": statistics.fmean(latencies) / 1000, "errors": failed}
+
+
+def copy_seconds(db, repeat=5):
+    """Wall time of `psql -c "COPY (the /getall query) TO STDOUT"` into /dev/null: the rows as text, psql included."""
+    sql = ("COPY (SELECT id, client_id, amount, created_at FROM transactions WHERE id > 0 ORDER BY id) TO STDOUT")
+    times = []
+    for _ in range(repeat):
+        t0 = time.monotonic()
+        run([db.psql, db.url, "-X", "-q", "-c", sql], timeout=300)
+        times.append(time.monotonic() - t0)
+    return statistics.median(times)
+
+
+def start_services(args, workdir):
+    tempdb_out = open(Path(workdir) / "tempdb.out", "w")
+    tempdb_err = open(Path(workdir) / "tempdb.err", "w")
+    tempdb = CHILDREN.start([str(TEMPDB), "--durable"], stdout=tempdb_out, stderr=tempdb_err)
+    url = None
+    for _ in range(1200):
+        text = (Path(workdir) / "tempdb.out").read_text()
+        if "DATABASE_URL=" in text:
+            url = text.split("DATABASE_URL=", 1)[1].split()[0]
+            break
+        if tempdb.poll() is not None:
+            break
+        time.sleep(0.1)
+    if url is None:
+        raise RuntimeError("billing-tempdb did not start:\n" + (Path(workdir) / "tempdb.err").read_text())
+
+    port = free_port()
+    env = dict(os.environ)
+    for k in ("RUST_LOG", "LOG_FILE", "DATABASE_POOL_SIZE", "DATABASE_PASSWORD", "TOKIO_WORKER_THREADS"):
+        env.pop(k, None)
+    env.update({"DATABASE_URL": url, "LISTEN_ADDR": f"127.0.0.1:{port}",
+                "LOG_FILE": str(Path(workdir) / "txlog" / "app.log")})
+    for item in args.billing_env:
+        k, _, v = item.partition("=")
+        if v == "":
+            env.pop(k, None)
+        else:
+            env[k] = v
+    shown = {k: env[k] for k in ("RUST_LOG", "LOG_FILE", "DATABASE_POOL_SIZE", "TOKIO_WORKER_THREADS") if k in env}
+    billing_log = open(Path(workdir) / "billing.log", "w")
+    billing = CHILDREN.start([str(BILLING)], env=env, stdout=billing_log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            with urllib.request.urlopen(base + "/readyz", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            pass
+        if billing.poll() is not None:
+            raise RuntimeError("billing exited:\n" + (Path(workdir) / "billing.log").read_text()[-3000:])
+        time.sleep(0.1)
+    else:
+        raise RuntimeError("billing did not become ready")
+    return Database(url), billing, base, shown
+
+
+def one_run(index, args, db, billing, base, sampler, workdir):
+    results, current_rows = {}, None
+    service_first = index % 2 == 0
+    for case in CASES:
+        if args.cases and case["name"] not in args.cases:
+            continue
+        if case["rows"] is not None and case["rows"] != current_rows:
+            log(f"run {index + 1}: filling transactions with {case['rows']} rows")
+            db.fill(case["rows"])
+            current_rows = case["rows"]
+        elif case["rows"] is None:
+            current_rows = None
+        wrk_args, defines = [], {}
+        if case["name"] == "get":
+            n = db.count()
+            wrk_args, defines = ["1", str(n)], {"id_min": 1, "id_max": n}
+
+        def service():
+            if args.warmup:
+                wrk(base, case, args.warmup, args.threads, wrk_args, workdir)
+            t0 = time.monotonic()
+            r = wrk(base, case, args.duration, args.threads, wrk_args, workdir)
+            peak, steady = sampler.window(t0, time.monotonic())
+            r["rss_peak_mib"], r["rss_steady_mib"] = peak, steady
+            return r
+
+        def ceiling():
+            if case["sql"] is None:
+                return None
+            if args.warmup:
+                pgbench(db, case, args.warmup, args.threads, defines, workdir)
+            return pgbench(db, case, args.duration, args.threads, defines, workdir)
+
+        load_before = load_avg()
+        if service_first:
+            svc, pg = service(), ceiling()
+        else:
+            pg, svc = ceiling(), service()
+        entry = {"service": svc, "pgbench": pg, "ratio": (svc["rps"] / pg["rps"]) if pg else None,
+                 "load_before": load_before, "load_after": load_avg()}
+        if case["name"] == "getall_100k_c1" and not args.no_copy:
+            entry["psql_copy_s"] = copy_seconds(db)
+        results[case["name"]] = entry
+        log(f"run {index + 1}: {case['name']}: service {svc['rps']:.1f}/s p99 {svc['p99_ms']:.2f} ms, peak RSS "
+            f"{svc['rss_peak_mib']:.1f} MiB" + (f"; pgbench {pg['rps']:.1f}/s, ratio {entry['ratio']:.2f}" if pg else "")
+            + f" (load {load_before[0]:.2f})")
+    return results
+
+
+def median_of(runs):
+    """Per case, the median of every number over the runs (the ratio: median of the per-run ratios)."""
+    out = {}
+    for name in runs[0]:
+        if name == "idle":
+            continue
+        entries = [r[name] for r in runs if name in r]
+        merged = {"ratio": statistics.median([e["ratio"] for e in entries]) if entries[0]["ratio"] else None}
+        for side in ("service", "pgbench"):
+            if entries[0][side] is None:
+                merged[side] = None
+                continue
+            merged[side] = {k: statistics.median([e[side][k] for e in entries])
+                            for k, v in entries[0][side].items() if isinstance(v, (int, float)) and v is not None}
+        if "psql_copy_s" in entries[0]:
+            merged["psql_copy_s"] = statistics.median([e["psql_copy_s"] for e in entries])
+        merged["load_before"] = statistics.median([e["load_before"][0] for e in entries])
+        out[name] = merged
+    return out
+
+
+def table(median, idle):
+    def f(v, fmt):
+        return "—" if v is None else fmt.format(v)
+
+    rows = ["| case | conns | service req/s | p50 ms | p99 ms | peak RSS MiB | steady RSS MiB | errors "
+            "| pgbench tps | pgbench p50 ms | pgbench p99 ms | service/pgbench |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for case in CASES:
+        m = median.get(case["name"])
+        if m is None:
+            continue
+        s, p = m["service"], m["pgbench"] or {}
+        rows.append(f"| {case['name']} | {case['conns']} | {s['rps']:.1f} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} "
+                    f"| {f(s.get('rss_peak_mib'), '{:.1f}')} | {f(s.get('rss_steady_mib'), '{:.1f}')} "
+                    f"| {s['errors']:.0f} | {f(p.get('rps'), '{:.1f}')} | {f(p.get('p50_ms'), '{:.2f}')} "
+                    f"| {f(p.get('p99_ms'), '{:.2f}')} | {f(m['ratio'], '{:.2f}')} |")
+    rows.append("")
+    rows.append(f"idle RSS: {idle['rss_start_mib']:.1f} MiB after start-up, "
+                f"{f(idle.get('rss_end_mib'), '{:.1f}')} MiB after the load")
+    if "getall_100k_c1" in median and "psql_copy_s" in median["getall_100k_c1"]:
+        m = median["getall_100k_c1"]
+        rows.append(f"one /getall of 100k rows: service {m['service']['mean_ms']:.0f} ms, pgbench "
+                    f"{m['pgbench']['mean_ms']:.0f} ms, psql COPY TO STDOUT {m['psql_copy_s'] * 1000:.0f} ms")
+    return "\n".join(rows)
+
+
+def targets(median, idle):
+    lines, data = [], dict(median, idle=idle)
+    for label, get, ok, fmt in TARGETS:
+        try:
+            value = get(data)
+        except (KeyError, TypeError, ZeroDivisionError):
+            lines.append({"target": label, "value": None, "met": None})
+            continue
+        lines.append({"target": label, "value": value, "met": bool(ok(value)), "shown": fmt.format(value)})
+    return lines
+
+
+def machine(db):
+    def read(path):
+        try:
+            return Path(path).read_text()
+        except OSError:
+            return ""
+
+    cpu = next((ln.split(":", 1)[1].strip() for ln in read("/proc/cpuinfo").splitlines()
+                if ln.startswith("model name")), platform.processor())
+    mem = next((int(ln.split()[1]) * 1024 for ln in read("/proc/meminfo").splitlines()
+                if ln.startswith("MemTotal")), 0)
+
+    def cmd(*args):
+        try:
+            return subprocess.run(args, capture_output=True, text=True, timeout=30, cwd=REPO).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem / 2**30, 1), "kernel": platform.release(),
+            "postgresql": db.sql("SHOW server_version"),
+            "synchronous_commit": db.sql("SHOW synchronous_commit"), "fsync": db.sql("SHOW fsync"),
+            "wrk": cmd("wrk", "-v").splitlines()[0] if cmd("wrk", "-v") else "",
+            "git_commit": cmd("git", "rev-parse", "HEAD"),
+            "git_dirty": bool(cmd("git", "status", "--porcelain", "--", "billing", "Cargo.lock", "Cargo.toml"))}
+
+
+def compare(paths):
+    docs = [json.loads(Path(p).read_text()) for p in paths]
+    names = [c["name"] for c in CASES]
+    print("| case | " + " | ".join(f"{Path(p).name} req/s (ratio, p99 ms, peak MiB)" for p in paths) + " |")
+    print("|---|" + "---:|" * len(paths))
+    for name in names:
+        cells = []
+        for d in docs:
+            m = d["median"].get(name)
+            if m is None:
+                cells.append("—")
+                continue
+            s = m["service"]
+            ratio = "—" if m["ratio"] is None else f"{m['ratio']:.2f}"
+            cells.append(f"{s['rps']:.1f} ({ratio}, {s['p99_ms']:.2f}, {s.get('rss_peak_mib', 0):.1f})")
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=int, default=10, help="seconds of measured load per case and side (10)")
+    ap.add_argument("--warmup", type=int, default=2, help="unmeasured seconds before each measurement (2)")
+    ap.add_argument("--runs", type=int, default=3, help="runs of every case; the table shows medians (3)")
+    ap.add_argument("--threads", type=int, default=2, help="wrk threads and pgbench jobs (2)")
+    ap.add_argument("--cases", nargs="*", help="only these cases: " + " ".join(c["name"] for c in CASES))
+    ap.add_argument("--billing-env", action="append", default=[], metavar="NAME=VALUE",
+                    help="extra environment for billing, e.g. RUST_LOG=warn (NAME= removes it; repeatable)")
+    ap.add_argument("--no-copy", action="store_true", help="skip timing psql COPY of the 100k rows")
+    ap.add_argument("--label", default="", help="free text stored in the JSON (what this run tries)")
+    ap.add_argument("--out", default=str(BENCH / "results" / "latest.json"), help="JSON output path")
+    ap.add_argument("--compare", nargs="+", metavar="JSON", help="print the medians of earlier result files side "
+                    "by side and exit")
+    args = ap.parse_args()
+    if args.compare:
+        compare(args.compare)
+        return 0
+
+    def on_signal(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="billing-bench-") as workdir:
+        try:
+            db, billing, base, billing_env = start_services(args, workdir)
+            sampler = RssSampler(billing.pid)
+            sampler.start()
+            time.sleep(2)
+            t = time.monotonic()
+            time.sleep(2)
+            idle = {"rss_start_mib": sampler.window(t, time.monotonic())[1]}
+            info = machine(db)
+            log(f"billing pid {billing.pid} at {base}, idle RSS {idle['rss_start_mib']:.1f} MiB; env {billing_env}")
+            runs = []
+            for i in range(args.runs):
+                runs.append(one_run(i, args, db, billing, base, sampler, workdir))
+            time.sleep(3)
+            t = time.monotonic()
+            time.sleep(2)
+            idle["rss_end_mib"] = sampler.window(t, time.monotonic())[1]
+            sampler.halt.set()
+            with open(Path(workdir) / "billing.log", errors="replace") as f:
+                problems = [ln.rstrip() for ln in f if " ERROR " in ln or " WARN " in ln]
+        finally:
+            CHILDREN.stop_all()
+    median = median_of(runs)
+    result = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "label": args.label,
+        "machine": info,
+        "config": {"duration_s": args.duration, "warmup_s": args.warmup, "runs": args.runs, "threads": args.threads,
+                   "billing_env": billing_env, "durable": True, "pgbench_mode": "prepared"},
+        "load_avg_end": load_avg(),
+        "wall_s": round(time.monotonic() - started, 1),
+        "billing_warn_or_error_lines": len(problems),
+        "billing_warn_or_error_sample": problems[:10],
+        "idle": idle,
+        "median": median,
+        "targets": targets(median, idle),
+        "runs": runs,
+    }
+    text = table(median, idle)
+    result["table"] = text
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print()
+    print(f"billing vs pgbench — {info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB, PostgreSQL "
+          f"{info['postgresql']} (fsync {info['fsync']}, synchronous_commit {info['synchronous_commit']}); "
+          f"median of {args.runs} run(s) of {args.duration}s per case; load average "
+          f"{' '.join(f'{x:.2f}' for x in result['load_avg_end'])} at the end")
+    print()
+    print(text)
+    print()
+    for t in result["targets"]:
+        mark = "n/a" if t["met"] is None else ("met" if t["met"] else "MISSED")
+        print(f"  [{mark}] {t['target']}: {t.get('shown', '—')}")
+    if problems:
+        print(f"  note: billing logged {len(problems)} WARN/ERROR lines during the run, e.g.\n    {problems[0]}")
+    print(f"\nwritten to {out} ({result['wall_s']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    finally:
+        CHILDREN.stop_all()

@@ -1,0 +1,1 @@
+-- GET of the URL given on the command line (/ping, /getall): nothing varies between requests.
