@@ -67,17 +67,32 @@ go_install() { # bin-dir name module/pkg@version
   GOBIN=$dir GOFLAGS="$GOFLAGS" "${nice[@]}" go install -ldflags "-s -w" "$target"
 }
 
+# minikube's provisioner from the wrapper module cluster/provisioner (go.mod
+# requires k8s.io/minikube at $MINIKUBE_VERSION; `go install ...@version` is
+# refused here because the proxy answers 403 to k8s.io/minikube's version list).
+build_provisioner() {
+  local dir=$PROVISIONER_BIN
+  if [[ -x $dir/storage-provisioner ]]; then log "storage-provisioner: cached in $dir"; return; fi
+  local want
+  want=$(cd "$here/provisioner" && go list -m -f '{{.Version}}' k8s.io/minikube)
+  [[ $want == "$MINIKUBE_VERSION" ]] || { log "provisioner/go.mod has minikube $want, versions.sh $MINIKUBE_VERSION"; exit 1; }
+  log "storage-provisioner: building k8s.io/minikube/cmd/storage-provisioner $MINIKUBE_VERSION"
+  mkdir -p "$dir"
+  (cd "$here/provisioner" && "${nice[@]}" go build -ldflags "-s -w" -o "$dir/storage-provisioner.tmp" k8s.io/minikube/cmd/storage-provisioner)
+  mv "$dir/storage-provisioner.tmp" "$dir/storage-provisioner"
+}
+
 what=${1:-all}
 case $what in
   k8s) build_k8s ;;
   etcd) build_etcd ;;
   coredns) go_install "$COREDNS_BIN" coredns "github.com/coredns/coredns@$COREDNS_VERSION" ;;
-  provisioner) go_install "$PROVISIONER_BIN" storage-provisioner "k8s.io/minikube/cmd/storage-provisioner@$MINIKUBE_VERSION" ;;
+  provisioner) build_provisioner ;;
   all)
     build_k8s
     build_etcd
     go_install "$COREDNS_BIN" coredns "github.com/coredns/coredns@$COREDNS_VERSION"
-    go_install "$PROVISIONER_BIN" storage-provisioner "k8s.io/minikube/cmd/storage-provisioner@$MINIKUBE_VERSION"
+    build_provisioner
     ;;
   *) echo "usage: $0 [all|k8s|etcd|coredns|provisioner]" >&2; exit 2 ;;
 esac
