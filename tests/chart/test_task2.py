@@ -20,6 +20,8 @@ def test_statefulset_with_headless_service(helm):
     assert sts["spec"]["replicas"] == 3
     assert sts["spec"]["serviceName"] == "billing-stateful"
     assert sts["spec"]["podManagementPolicy"] == "OrderedReady"
+    # Logs outlive their pods, and the StatefulSet itself.
+    assert sts["spec"]["persistentVolumeClaimRetentionPolicy"] == {"whenDeleted": "Retain", "whenScaled": "Retain"}
     headless = r.get("Service", "billing-stateful")
     assert headless["spec"]["clusterIP"] == "None"
     assert headless["spec"]["ports"] == [{"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}]
