@@ -25,6 +25,11 @@ HOSTPATH_DIR=/tmp/hostpath-provisioner   # minikube's provisioner path; same pat
 CONTAINERD_SOCK=$RUN/containerd/containerd.sock
 FW_CHAIN=BILLING-CLUSTER    # our own filter chain (keeps pod traffic on this machine)
 
+# Fixed paths that kubelet, containerd's shims and libcni use whatever their
+# configuration says (device plugins, shim sockets, CNI result cache, legacy
+# log symlinks). up.sh records which of them did not exist; down.sh removes those.
+HARDCODED_PATHS=(/var/lib/kubelet /run/containerd /var/lib/cni /var/log/containers /var/log/pods /run/netns /etc/kubernetes)
+
 # sysctls that up.sh sets or that kubelet / kube-proxy write; their values before
 # start are saved in $STATE/sysctl.orig and put back by down.sh.
 WATCHED_SYSCTLS=(

@@ -75,9 +75,19 @@ if [[ -f $STATE/host-changes ]]; then
       lo-addr) ip addr del "$a" dev lo 2>/dev/null || true ;;
       route) read -ra args <<<"$rest"; ip route del "$a" "${args[@]}" 2>/dev/null || true ;;
       dir) [[ $a == "$HOSTPATH_DIR" ]] && rm -rf --one-file-system "$a" ;;
+      created-path)
+        for p in "${HARDCODED_PATHS[@]}"; do
+          [[ $a == "$p" ]] && rm -rf --one-file-system "$a"
+        done ;;
     esac
   done <"$STATE/host-changes"
 fi
+
+# kubelet's legacy log symlinks in a /var/log/containers that was already there
+for l in /var/log/containers/*.log; do
+  [[ -L $l ]] || continue
+  case $(readlink "$l") in "$STATE"/*) rm -f "$l" ;; esac
+done
 
 # 5. iptables: kube-proxy's own cleanup, then any KUBE-*/CNI-* chain and ours.
 if [[ -x $K8S_BIN/kube-proxy ]]; then "$K8S_BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true; fi
@@ -100,6 +110,13 @@ clean_chains() { # iptables|ip6tables
 }
 clean_chains iptables
 clean_chains ip6tables
+# netfilter tables that did not exist before up.sh (now empty of our chains)
+if [[ -f $STATE/nft-tables.orig ]] && command -v nft >/dev/null; then
+  while read -r kw family name; do
+    [[ $kw == table ]] || continue
+    grep -qx "table $family $name" "$STATE/nft-tables.orig" || nft delete table "$family" "$name" 2>/dev/null || true
+  done < <(nft list tables 2>/dev/null)
+fi
 conntrack -D -s "$CLUSTER_CIDR" >/dev/null 2>&1 || true
 conntrack -D -d "$CLUSTER_CIDR" >/dev/null 2>&1 || true
 

@@ -7,6 +7,7 @@ pkgs=(
   containerd runc containernetworking-plugins   # CRI runtime, OCI runtime, CNI bridge/host-local/loopback/portmap
   umoci debootstrap                             # image building without a Docker engine
   conntrack iptables iproute2 ethtool socat     # what kubelet/kube-proxy shell out to
+  nftables                                      # nft: down.sh removes the netfilter tables the run created
   openssl curl ca-certificates jq util-linux procps kmod
 )
 missing=()

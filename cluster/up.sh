@@ -39,6 +39,9 @@ chmod 700 "$STATE"
 : >"$STATE/host-changes"   # what down.sh must undo, one line each
 
 # ---------------------------------------------------------------- host settings
+# netfilter tables present before start (iptables-nft creates ip/ip6 filter, nat,
+# mangle on first use; kube-proxy may add its own); down.sh deletes the new ones.
+nft list tables >"$STATE/nft-tables.orig" 2>/dev/null || true
 for s in "${WATCHED_SYSCTLS[@]}"; do
   v=$(sysctl -n "$s" 2>/dev/null) && printf '%s=%s\n' "$s" "$v"
 done >"$STATE/sysctl.orig"
@@ -66,6 +69,9 @@ iptables -A "$FW_CHAIN" -s "$CLUSTER_CIDR" -o "$BRIDGE" -j RETURN
 iptables -A "$FW_CHAIN" -s "$CLUSTER_CIDR" -j DROP
 iptables -A "$FW_CHAIN" -d "$CLUSTER_CIDR" ! -i "$BRIDGE" -j DROP
 iptables -C FORWARD -j "$FW_CHAIN" 2>/dev/null || iptables -I FORWARD 1 -j "$FW_CHAIN"
+for p in "${HARDCODED_PATHS[@]}"; do
+  [[ -e $p ]] || echo "created-path $p" >>"$STATE/host-changes"
+done
 if [[ ! -d $HOSTPATH_DIR ]]; then
   mkdir -p "$HOSTPATH_DIR"
   echo "dir $HOSTPATH_DIR" >>"$STATE/host-changes"
@@ -205,6 +211,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
+        Root = "$RUN/runc"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "$STATE/cni/net.d"
@@ -268,6 +275,7 @@ imageGCLowThresholdPercent: 98
 rotateCertificates: false
 serverTLSBootstrap: false
 protectKernelDefaults: false
+podLogsDir: $STATE/pod-logs
 EOF
 start kubelet "$K8S_BIN/kubelet" --config "$STATE/kubelet.yaml" \
   --kubeconfig "$STATE/kubelet-client.kubeconfig" --root-dir "$STATE/kubelet" \

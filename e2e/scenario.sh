@@ -318,6 +318,13 @@ log=$(log_of "$RELEASE-stateful-2") || fail "read log of the new $RELEASE-statef
 say "  new $RELEASE-stateful-2 (uid $new2) /var/log/app.log: $(printf '%s' "$log" | tr '\n' '|')"
 [[ $log == *"${LINE[2]}"* ]] || fail "the line written before the deletion is gone"
 ok "the re-created pod's log still holds: ${LINE[2]}"
+# The new pod has a new IP; cluster DNS may serve the old one until its cache
+# expires (CoreDNS' usual `cache 30`). Wait (bounded) until the pod's own name
+# answers again, as a client would, before testing through it.
+url2=http://$RELEASE-stateful-2.$RELEASE-stateful.$NS.svc.cluster.local:8080/ping
+dns_wait=$(in_cluster "i=0; while [ \$i -lt 30 ]; do i=\$((i+1)); if [ \"\$(curl -sS --max-time 3 $url2 2>/dev/null)\" = pong ]; then echo \$i; exit 0; fi; sleep 2; done; exit 1") \
+  || fail "$url2 did not answer pong within 90s of the pod being Ready"
+say "  GET $url2 -> pong (attempt $dns_wait)"
 
 step "7b. helm test $RELEASE (task 2 mode)"
 h test "$RELEASE" --timeout "$T" >"$ARTIFACTS/helm-test-2.txt" 2>&1 || { cat "$ARTIFACTS/helm-test-2.txt"; fail "helm test (task 2)"; }

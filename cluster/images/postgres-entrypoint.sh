@@ -1,12 +1,25 @@
 #!/bin/bash
 # Entrypoint of the local PostgreSQL image. Honours the official image's
-# contract for what the chart uses: POSTGRES_USER (default postgres),
+# contract for what the chart uses (each also as VAR_FILE): POSTGRES_USER (default postgres),
 # POSTGRES_PASSWORD (required unless POSTGRES_HOST_AUTH_METHOD=trust),
 # POSTGRES_DB (default $POSTGRES_USER), POSTGRES_INITDB_ARGS, PGDATA
 # (default /var/lib/postgresql/data), /docker-entrypoint-initdb.d/*.sql|*.sh;
 # an initialised PGDATA is used as it is. Extra arguments go to postgres, as
 # with `postgres -c key=value`.
 set -euo pipefail
+# VAR_FILE: read VAR from a file (Docker/Kubernetes secrets), as the official image does
+file_env() {
+  local var=$1 file_var=${1}_FILE
+  if [[ -n ${!var:-} && -n ${!file_var:-} ]]; then
+    echo "error: both $var and $file_var are set (but are exclusive)" >&2
+    exit 1
+  fi
+  if [[ -n ${!file_var:-} ]]; then
+    export "$var"="$(<"${!file_var}")"
+    unset "$file_var"
+  fi
+}
+for v in POSTGRES_PASSWORD POSTGRES_USER POSTGRES_DB POSTGRES_INITDB_ARGS; do file_env "$v"; done
 PGBIN=/usr/lib/postgresql/@PG_MAJOR@/bin
 export PGDATA=${PGDATA:-/var/lib/postgresql/data}
 if [[ ${1:-} == postgres ]]; then shift; fi
