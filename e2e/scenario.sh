@@ -141,12 +141,12 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # ------------------------------------------------------------------ helpers
-CLIENT_N=0
 # in_cluster SCRIPT: run SCRIPT (sh) in a temporary pod, as the course does with
 # `kubectl run tmp-pod --rm -i --image nicolaka/netshoot`; prints its stdout.
 in_cluster() {
-  CLIENT_N=$((CLIENT_N + 1))
-  local name=tmp-pod-$CLIENT_N out rc=0
+  # called in $(...): a counter would not survive, so the name is made unique here
+  local name out rc=0
+  name=tmp-pod-$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')
   out=$(timeout $((TIMEOUT + 60)) "$KUBECTL" -n "$NS" run "$name" --rm -i --quiet --restart=Never \
     --image="$CLIENT_IMAGE" --image-pull-policy="$CLIENT_PULL_POLICY" --pod-running-timeout="$T" \
     --labels=app.kubernetes.io/name=billing-e2e-client --command -- sh -c "$1" </dev/null 2>"$ARTIFACTS/$name.stderr") || rc=$?
@@ -160,7 +160,7 @@ in_cluster() {
 }
 # curl_in_cluster METHOD URL: the body, failing on a non-2xx answer (shown)
 curl_in_cluster() {
-  in_cluster "curl -sS --max-time 20 -X $1 -w '\n%{http_code}' '$2'" | {
+  in_cluster "curl -sS --max-time 10 -X $1 -w '\n%{http_code}' '$2'" | {
     local body code
     body=$(cat)
     code=${body##*$'\n'}
