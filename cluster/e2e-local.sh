@@ -43,6 +43,8 @@ done
 if [[ ${imported:-0} == 1 ]]; then cp "$IMAGES_DIR/billing.sum" "$STATE/billing-imported.sum"; fi
 
 export KUBECONFIG=$KUBECONFIG_ADMIN
+# diagnostics outside the cluster's state (down.sh deletes that), with the cluster's own logs on failure
+export E2E_ARTIFACTS=${E2E_ARTIFACTS:-${TMPDIR:-/tmp}/billing-e2e-local-$(date -u +%Y%m%dT%H%M%SZ)}
 export KUBECTL=$K8S_BIN/kubectl
 rc=0
 "$repo/e2e/scenario.sh" \
@@ -51,6 +53,12 @@ rc=0
   --set "postgresql.image.repository=${IMG_POSTGRES%:*}" --set "postgresql.image.tag=${IMG_POSTGRES##*:}" \
   --set "tests.image.repository=${IMG_CURL%:*}" --set "tests.image.tag=${IMG_CURL##*:}" \
   "${args[@]}" || rc=$?
+if ((rc != 0)); then
+  mkdir -p "$E2E_ARTIFACTS/cluster"
+  cp -r "$LOGS"/. "$E2E_ARTIFACTS/cluster/" 2>/dev/null || true
+  kc get nodes,pods -A -o wide >"$E2E_ARTIFACTS/cluster/pods.txt" 2>&1 || true
+  log "cluster logs saved under $E2E_ARTIFACTS/cluster"
+fi
 # the provisioner's directories of namespaces that are gone (Retained volumes' data)
 for d in "$HOSTPATH_DIR"/billing-e2e-*; do
   [[ -d $d ]] || continue
