@@ -92,9 +92,16 @@ install_helm() {
     log "$name: $("$target" version)"
 }
 
+# actionlint_version BINARY: prints e.g. v1.7.12 (first line of -version),
+# or nothing. sed reads all the output, so the writer never gets SIGPIPE.
+actionlint_version() {
+    [ -x "$1" ] || return 0
+    "$1" -version 2>/dev/null | sed -n 1p || true
+}
+
 install_actionlint() {
     local target=$BIN/actionlint
-    if [ -x "$target" ] && "$target" -version 2>/dev/null | head -n 1 | grep -qx "${ACTIONLINT_VERSION#v}"; then
+    if [ "$(actionlint_version "$target")" = "$ACTIONLINT_VERSION" ]; then
         log "actionlint $ACTIONLINT_VERSION already installed"
         return 0
     fi
@@ -108,7 +115,7 @@ install_actionlint() {
         || die "go install $ACTIONLINT_MODULE@$ACTIONLINT_VERSION failed"
     "$WORK/gobin/actionlint" -version >/dev/null || die "the built actionlint does not run"
     mv -f "$WORK/gobin/actionlint" "$target"
-    log "actionlint: $("$target" -version | head -n 1)"
+    log "actionlint: $(actionlint_version "$target")"
 }
 
 install_venv() {
@@ -147,7 +154,8 @@ verify() {
     done
     [ "$(helm_version "$BIN/helm3")" = "$HELM3_VERSION" ] || { log "helm3 is not $HELM3_VERSION"; failed=1; }
     [ "$(helm_version "$BIN/helm4")" = "$HELM4_VERSION" ] || { log "helm4 is not $HELM4_VERSION"; failed=1; }
-    [ -x "$BIN/actionlint" ] || { log "missing: .tools/bin/actionlint"; failed=1; }
+    [ "$(actionlint_version "$BIN/actionlint")" = "$ACTIONLINT_VERSION" ] \
+        || { log "actionlint is not $ACTIONLINT_VERSION"; failed=1; }
     [ "$failed" = 0 ] || die "tool verification failed"
     log "all tools present: helm3 $HELM3_VERSION, helm4 $HELM4_VERSION, actionlint $ACTIONLINT_VERSION, Python tools in .tools/venv"
 }
