@@ -179,7 +179,8 @@ def test_notes_statefulset_mode_names_every_pod_with_its_namespace():
     assert "installed as a StatefulSet (3 replicas) in namespace course" in text
     for i in range(3):
         assert f"curl http://billing-stateful-{i}.billing-stateful.course.svc.cluster.local:8080/ping" in text
-        assert f'"claimName":"log-billing-stateful-{i}"' in text
+        assert f"kubectl -n course exec billing-stateful-{i} -c billing -- cat /var/log/app.log" in text
+    assert '"claimName":"log-billing-stateful-0"' in text
     assert "billing-stateful-3" not in text
     assert "curl http://billing.course.svc.cluster.local:8080/ping" in text
 
