@@ -17,10 +17,19 @@ step "cargo fmt --check"
 cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# Output is also kept to count the tests at the end.
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+
 step "cargo test (real PostgreSQL, real service processes)"
-cargo test --workspace --locked
+cargo test --workspace --locked 2>&1 | tee "$out/cargo.log"
 
 step "chart checks"
-bash scripts/check-chart.sh
+bash scripts/check-chart.sh 2>&1 | tee "$out/chart.log"
 
-printf '\nall tests and checks passed in %ss\n' "$((SECONDS - started))"
+# pipefail has already stopped the script on any failure; what is left is to say how many tests ran.
+cargo_passed=$(awk '/^test result: ok\./ { n += $4 } END { print n + 0 }' "$out/cargo.log")
+pytest_passed=$(awk '$2 == "passed" && $1 ~ /^[0-9]+$/ { n = $1 } END { print n + 0 }' "$out/chart.log")
+printf '\nall checks passed in %ss (cargo tests: %s, chart tests: %s)\n' \
+    "$((SECONDS - started))" "${cargo_passed:-0}" "${pytest_passed:-0}"
+echo "tests: $((${cargo_passed:-0} + ${pytest_passed:-0})) passed, 0 failed"
