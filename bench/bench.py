@@ -108,6 +108,26 @@ def run(args, timeout, **kw):
     return out
 
 
+def proc_cpu_seconds(pid):
+    """utime + stime of one process, in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_cpu():
+    """The machine's cpu line from /proc/stat: (user, nice, system, idle, iowait, irq, softirq, steal) in ticks."""
+    with open("/proc/stat") as f:
+        return [int(x) for x in f.readline().split()[1:9]]
+
+
+def cpu_shares(before, after):
+    """Shares of the machine's CPU time between two /proc/stat readings: niced (the background builds here), steal."""
+    d = [b - a for a, b in zip(before, after)]
+    total = sum(d) or 1
+    return {"cpu_busy": 1 - (d[3] + d[4]) / total, "cpu_niced": d[1] / total, "cpu_steal": d[7] / total}
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -285,7 +305,7 @@ def start_services(args, workdir):
             env[k] = v
     shown = {k: env[k] for k in ("RUST_LOG", "LOG_FILE", "DATABASE_POOL_SIZE", "TOKIO_WORKER_THREADS") if k in env}
     billing_log = open(Path(workdir) / "billing.log", "w")
-    billing = CHILDREN.start([str(BILLING)], env=env, stdout=billing_log, stderr=subprocess.STDOUT)
+    billing = CHILDREN.start([args.billing_bin], env=env, stdout=billing_log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     for _ in range(600):
         try:
@@ -322,10 +342,14 @@ def one_run(index, args, db, billing, base, sampler, workdir):
         def service():
             if args.warmup:
                 wrk(base, case, args.warmup, args.threads, wrk_args, workdir)
-            t0 = time.monotonic()
+            t0, cpu0, m0 = time.monotonic(), proc_cpu_seconds(billing.pid), machine_cpu()
             r = wrk(base, case, args.duration, args.threads, wrk_args, workdir)
+            cpu1, m1 = proc_cpu_seconds(billing.pid), machine_cpu()
             peak, steady = sampler.window(t0, time.monotonic())
             r["rss_peak_mib"], r["rss_steady_mib"] = peak, steady
+            # CPU the service itself spent per request: far steadier than req/s on a shared machine.
+            r["cpu_us_per_req"] = (cpu1 - cpu0) * 1e6 / max(r["requests"], 1)
+            r.update(cpu_shares(m0, m1))
             return r
 
         def ceiling():
@@ -333,7 +357,10 @@ def one_run(index, args, db, billing, base, sampler, workdir):
                 return None
             if args.warmup:
                 pgbench(db, case, args.warmup, args.threads, defines, workdir)
-            return pgbench(db, case, args.duration, args.threads, defines, workdir)
+            m0 = machine_cpu()
+            r = pgbench(db, case, args.duration, args.threads, defines, workdir)
+            r.update(cpu_shares(m0, machine_cpu()))
+            return r
 
         load_before = load_avg()
         if service_first:
@@ -377,8 +404,8 @@ def table(median, idle):
         return "—" if v is None else fmt.format(v)
 
     rows = ["| case | conns | service req/s | p50 ms | p99 ms | peak RSS MiB | steady RSS MiB | errors "
-            "| pgbench tps | pgbench p50 ms | pgbench p99 ms | service/pgbench |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            "| service CPU µs/req | pgbench tps | pgbench p50 ms | pgbench p99 ms | service/pgbench |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for case in CASES:
         m = median.get(case["name"])
         if m is None:
@@ -386,7 +413,7 @@ def table(median, idle):
         s, p = m["service"], m["pgbench"] or {}
         rows.append(f"| {case['name']} | {case['conns']} | {s['rps']:.1f} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} "
                     f"| {f(s.get('rss_peak_mib'), '{:.1f}')} | {f(s.get('rss_steady_mib'), '{:.1f}')} "
-                    f"| {s['errors']:.0f} | {f(p.get('rps'), '{:.1f}')} | {f(p.get('p50_ms'), '{:.2f}')} "
+                    f"| {s['errors']:.0f} | {s['cpu_us_per_req']:.0f} | {f(p.get('rps'), '{:.1f}')} | {f(p.get('p50_ms'), '{:.2f}')} "
                     f"| {f(p.get('p99_ms'), '{:.2f}')} | {f(m['ratio'], '{:.2f}')} |")
     rows.append("")
     rows.append(f"idle RSS: {idle['rss_start_mib']:.1f} MiB after start-up, "
@@ -439,7 +466,7 @@ def machine(db):
 def compare(paths):
     docs = [json.loads(Path(p).read_text()) for p in paths]
     names = [c["name"] for c in CASES]
-    print("| case | " + " | ".join(f"{Path(p).name} req/s (ratio, p99 ms, peak MiB)" for p in paths) + " |")
+    print("| case | " + " | ".join(f"{Path(p).name} req/s (ratio, p99 ms, peak MiB, CPU µs/req, niced)" for p in paths) + " |")
     print("|---|" + "---:|" * len(paths))
     for name in names:
         cells = []
@@ -450,7 +477,8 @@ def compare(paths):
                 continue
             s = m["service"]
             ratio = "—" if m["ratio"] is None else f"{m['ratio']:.2f}"
-            cells.append(f"{s['rps']:.1f} ({ratio}, {s['p99_ms']:.2f}, {s.get('rss_peak_mib', 0):.1f})")
+            cells.append(f"{s['rps']:.1f} ({ratio}, {s['p99_ms']:.2f}, {s.get('rss_peak_mib', 0):.1f}, "
+                         f"{s.get('cpu_us_per_req', 0):.0f}, {s.get('cpu_niced', 0) * 100:.0f}%)")
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 
@@ -463,6 +491,7 @@ def main():
     ap.add_argument("--cases", nargs="*", help="only these cases: " + " ".join(c["name"] for c in CASES))
     ap.add_argument("--billing-env", action="append", default=[], metavar="NAME=VALUE",
                     help="extra environment for billing, e.g. RUST_LOG=warn (NAME= removes it; repeatable)")
+    ap.add_argument("--billing-bin", default=str(BILLING), help="service binary (default: the release build)")
     ap.add_argument("--no-copy", action="store_true", help="skip timing psql COPY of the 100k rows")
     ap.add_argument("--label", default="", help="free text stored in the JSON (what this run tries)")
     ap.add_argument("--out", default=str(BENCH / "results" / "latest.json"), help="JSON output path")
@@ -499,7 +528,9 @@ def main():
             idle["rss_end_mib"] = sampler.window(t, time.monotonic())[1]
             sampler.halt.set()
             with open(Path(workdir) / "billing.log", errors="replace") as f:
-                problems = [ln.rstrip() for ln in f if " ERROR " in ln or " WARN " in ln]
+                # wrk cuts its connections mid-response when its time is up; hyper logs each of those.
+                problems = [ln.rstrip() for ln in f if (" ERROR " in ln or " WARN " in ln)
+                            and "server connection error" not in ln]
         finally:
             CHILDREN.stop_all()
     median = median_of(runs)
@@ -507,7 +538,7 @@ def main():
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "label": args.label,
         "machine": info,
-        "config": {"duration_s": args.duration, "warmup_s": args.warmup, "runs": args.runs, "threads": args.threads,
+        "config": {"billing_bin": args.billing_bin, "duration_s": args.duration, "warmup_s": args.warmup, "runs": args.runs, "threads": args.threads,
                    "billing_env": billing_env, "durable": True, "pgbench_mode": "prepared"},
         "load_avg_end": load_avg(),
         "wall_s": round(time.monotonic() - started, 1),
