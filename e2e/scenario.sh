@@ -147,9 +147,12 @@ in_cluster() {
   # called in $(...): a counter would not survive, so the name is made unique here
   local name out rc=0
   name=tmp-pod-$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')
-  out=$(timeout $((TIMEOUT + 60)) "$KUBECTL" -n "$NS" run "$name" --rm -i --quiet --restart=Never \
+  # The script first waits for one line on stdin, which reaches it only once
+  # kubectl has attached: without that, a command that finishes before the
+  # attach loses its output (kubectl run -i's race), and the run looks empty.
+  out=$(printf 'go\n' | timeout $((TIMEOUT + 60)) "$KUBECTL" -n "$NS" run "$name" --rm -i --quiet --restart=Never \
     --image="$CLIENT_IMAGE" --image-pull-policy="$CLIENT_PULL_POLICY" --pod-running-timeout="$T" \
-    --labels=app.kubernetes.io/name=billing-e2e-client --command -- sh -c "$1" </dev/null 2>"$ARTIFACTS/$name.stderr") || rc=$?
+    --labels=app.kubernetes.io/name=billing-e2e-client --command -- sh -c "read -r go; $1" 2>"$ARTIFACTS/$name.stderr") || rc=$?
   if ((rc != 0)); then
     say "  temporary pod $name exited $rc; stdout: $out"
     say "  stderr: $(tr '\n' ' ' <"$ARTIFACTS/$name.stderr")"
@@ -207,8 +210,34 @@ getall_has() { # id amount client; retries while the service reconnects (bounded
   done
   return 1
 }
-log_of() { # pod: its /var/log/app.log (the course's command)
-  k exec "$1" -c billing -- cat /var/log/app.log
+log_of() { # pod: its /var/log/app.log
+  local out claim err
+  # the course's command
+  if out=$(k exec "$1" -c billing -- cat /var/log/app.log 2>"$ARTIFACTS/exec-$1.stderr"); then
+    printf '%s' "$out"
+    return 0
+  fi
+  err=$(cat "$ARTIFACTS/exec-$1.stderr")
+  case $err in
+    *"executable file not found"* | *"no such file or directory"*) ;;
+    *) say "  kubectl exec $1 -c billing -- cat /var/log/app.log failed: $err"; return 1 ;;
+  esac
+  # An image without cat (distroless, as the repository's Dockerfile builds): read
+  # the pod's own log claim from a temporary pod instead (ReadWriteOnce allows a
+  # second pod on the same node; mounted read-only).
+  claim=$(k get pod "$1" -o jsonpath='{.spec.volumes[?(@.persistentVolumeClaim)].persistentVolumeClaim.claimName}')
+  [[ -n $claim ]] || { say "  $1 has no cat and no log claim"; return 1; }
+  say "  $1: the image has no cat; reading its claim $claim from a temporary pod"
+  in_cluster_with_claim "$claim" "cat /log/app.log"
+}
+# in_cluster_with_claim CLAIM SCRIPT: like in_cluster, with CLAIM mounted read-only at /log
+in_cluster_with_claim() {
+  local name overrides
+  name=tmp-read-$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')
+  overrides=$(printf '{"apiVersion":"v1","spec":{"containers":[{"name":"%s","image":"%s","imagePullPolicy":"%s","stdin":true,"stdinOnce":true,"command":["sh","-c",%s],"volumeMounts":[{"name":"log","mountPath":"/log","readOnly":true}]}],"volumes":[{"name":"log","persistentVolumeClaim":{"claimName":"%s","readOnly":true}}]}}' \
+    "$name" "$CLIENT_IMAGE" "$CLIENT_PULL_POLICY" "\"read -r go; $2\"" "$1")
+  printf 'go\n' | timeout $((TIMEOUT + 60)) "$KUBECTL" -n "$NS" run "$name" --rm -i --quiet --restart=Never \
+    --image="$CLIENT_IMAGE" --pod-running-timeout="$T" --overrides="$overrides" 2>"$ARTIFACTS/$name.stderr"
 }
 line_re() { # host client amount: the course's log line
   printf '^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}: host %s, client %s, amount %s$' "$1" "$2" "$3"
