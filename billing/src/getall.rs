@@ -80,7 +80,7 @@ async fn produce(
             if count > 0 {
                 buf.push(b',');
             }
-            serde_json::to_writer(&mut buf, &t).map_err(|e| format!("encoding transaction {} failed: {e}", t.id))
+            t.write_json(&mut buf).map_err(|e| format!("encoding transaction {} failed: {e}", t.id))
         });
         if let Err(message) = encoded {
             // The status line is long gone: the only honest signal left is to abort the body, so the client sees
