@@ -64,15 +64,22 @@ pub async fn add(
             let body = read_body(body).await?;
             let new = validation::parse_add(&query, Body { content_type: content_type.as_deref(), bytes: &body })?;
             let mut conn = app.connection().await?;
-            let created: Transaction = app
+            // `get_results`, not `get_result`: the latter resolves on the first row, which PostgreSQL sends before
+            // the implicit transaction commits (at Sync). Reading the stream to its end waits for ReadyForQuery,
+            // which comes only after the commit is durable, so a 201 always means the row is stored.
+            let created: Vec<Transaction> = app
                 .bounded(
                     "adding a transaction",
                     diesel::insert_into(transactions::table)
                         .values(&new)
                         .returning(Transaction::as_returning())
-                        .get_result(&mut conn),
+                        .get_results(&mut conn),
                 )
                 .await?;
+            let created = created
+                .into_iter()
+                .next()
+                .ok_or_else(|| ApiError::internal("the database returned no row for the inserted transaction"))?;
             drop(conn);
             if let Some(txlog) = &app.txlog {
                 txlog.append(&created).await;

@@ -42,7 +42,9 @@ pub async fn run(config: Config) -> Result<(), String> {
         }
         let _ = draining_tx.send(true);
     };
-    log::info!("billing {} listening on {}", env!("CARGO_PKG_VERSION"), config.listen_addr);
+    // The bound address, not the configured one: with port 0 this is how a caller learns the port.
+    let bound = listener.local_addr().map_err(|e| format!("cannot read the listening address: {e}"))?;
+    log::info!("billing {} listening on {bound}", env!("CARGO_PKG_VERSION"));
     let server = tokio::spawn(warp::serve(router::routes(app.clone())).incoming(listener).graceful(graceful).run());
 
     let startup = tokio::select! {

@@ -4,7 +4,9 @@
 //! temporary directory, and removes both when dropped. Nothing is mocked: tests speak to a real server over TCP.
 
 mod pg;
+mod port;
 mod process;
 
 pub use pg::{PgOptions, PgServer, StopMode, shared, unique_name};
+pub use port::free_port;
 pub use process::{HttpResponse, ServiceProcess, http_request};

@@ -1,6 +1,5 @@
 use std::ffi::CString;
 use std::fs;
-use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -106,11 +105,6 @@ fn chown(path: &Path, owner: Option<(u32, u32)>) -> Result<(), String> {
     }
 }
 
-fn free_port() -> Result<u16, String> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no free port on 127.0.0.1: {e}"))?;
-    listener.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
-}
-
 impl PgServer {
     pub fn start(options: PgOptions) -> Result<Self, String> {
         let bin_dir = find_bin_dir()?;
@@ -125,7 +119,7 @@ impl PgServer {
         server.initdb()?;
         let mut last_error = String::new();
         for _ in 0..5 {
-            server.port = free_port()?;
+            server.port = crate::free_port()?;
             match server.launch() {
                 Ok(()) => return Ok(server),
                 // Another process may take the port between our probe and postgres's bind: try another.

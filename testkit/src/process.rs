@@ -1,6 +1,6 @@
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -25,10 +25,7 @@ impl ServiceProcess {
     /// Starts `binary` listening on a free loopback port with `env` added to a clean environment. Does not wait
     /// for readiness: see [`ServiceProcess::wait_ready`].
     pub fn spawn(binary: &Path, env: &[(&str, &str)]) -> Result<Self, String> {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| format!("no free port: {e}"))?
-            .port();
+        let port = crate::free_port()?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let dir = std::env::temp_dir().join(crate::unique_name("billing-svc"));
         fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
