@@ -90,7 +90,10 @@ impl ApiError {
                     // No SQLSTATE: the socket failed (the server stopped, the network dropped the connection).
                     DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand => {
                         log::warn!("{action}: database connection lost: {message}");
-                        Self::unavailable(format!("the database connection was lost while {action}"))
+                        Self::unavailable(format!(
+                            "the database connection was lost while {action}; a write may or may not have been \
+                             recorded: check before retrying"
+                        ))
                     }
                     _ if is_server_going_away(message) => {
                         log::warn!("{action}: {message}");
