@@ -44,6 +44,7 @@ if [[ ${imported:-0} == 1 ]]; then cp "$IMAGES_DIR/billing.sum" "$STATE/billing-
 
 export KUBECONFIG=$KUBECONFIG_ADMIN
 # diagnostics outside the cluster's state (down.sh deletes that), with the cluster's own logs on failure
+user_artifacts=${E2E_ARTIFACTS:+1}
 export E2E_ARTIFACTS=${E2E_ARTIFACTS:-${TMPDIR:-/tmp}/billing-e2e-local-$(date -u +%Y%m%dT%H%M%SZ)}
 export KUBECTL=$K8S_BIN/kubectl
 rc=0
@@ -59,6 +60,7 @@ if ((rc != 0)); then
   kc get nodes,pods -A -o wide >"$E2E_ARTIFACTS/cluster/pods.txt" 2>&1 || true
   log "cluster logs saved under $E2E_ARTIFACTS/cluster"
 fi
+if ((rc == 0)) && [[ -z $user_artifacts ]]; then rm -rf "$E2E_ARTIFACTS"; fi
 # the provisioner's directories of namespaces that are gone (Retained volumes' data)
 for d in "$HOSTPATH_DIR"/billing-e2e-*; do
   [[ -d $d ]] || continue

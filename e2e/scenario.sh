@@ -58,6 +58,7 @@ done
 if [[ -z $HELM ]]; then
   if [[ -x $repo/.tools/bin/helm3 ]]; then HELM=$repo/.tools/bin/helm3; else HELM=helm; fi
 fi
+ARTIFACTS_GIVEN=${ARTIFACTS:+1}
 ARTIFACTS=${ARTIFACTS:-${TMPDIR:-/tmp}/billing-e2e-$NS}
 T=${TIMEOUT}s
 
@@ -134,6 +135,8 @@ cleanup() {
     [[ -z $scs ]] || timeout 60 "$KUBECTL" delete storageclass $scs >/dev/null 2>&1
     say "  removed namespace $NS${pvs:+, PVs $(tr "\n" " " <<<"$pvs")}${scs:+, StorageClass $(tr "\n" " " <<<"$scs")}"
   fi
+  # a passing run leaves nothing behind in a directory it chose itself
+  if ((rc == 0)) && [[ -z $ARTIFACTS_GIVEN && $KEEP != 1 ]]; then rm -rf "$ARTIFACTS"; fi
   say "total $(($(date +%s) - t0))s"
   exit "$rc"
 }
