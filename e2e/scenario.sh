@@ -195,6 +195,16 @@ wait_new_pod() {
   k wait --for=condition=Ready "pod/$name" --timeout="$T" >/dev/null || return 1
   printf '%s' "$name"
 }
+# wait_answers URL WHAT: from one temporary pod, retry GET URL (bounded, 30 x 3 s)
+# until it answers `pong`. Used where a name has just got a new address (a
+# re-created pod, a re-created Service): cluster DNS may serve the old one
+# until its cache expires (CoreDNS' usual `cache 30`).
+wait_answers() {
+  local n
+  n=$(in_cluster "i=0; while [ \$i -lt 30 ]; do i=\$((i+1)); if [ \"\$(curl -sS --max-time 3 $1 2>/dev/null)\" = pong ]; then echo \$i; exit 0; fi; sleep 2; done; exit 1") \
+    || fail "$1 did not answer pong within about 2 minutes ($2)"
+  say "  GET $1 -> pong (attempt $n)"
+}
 has_tx() { # json id amount client
   local compact
   compact=$(printf '%s' "$1" | tr -d ' \n\t')
@@ -350,13 +360,8 @@ log=$(log_of "$RELEASE-stateful-2") || fail "read log of the new $RELEASE-statef
 say "  new $RELEASE-stateful-2 (uid $new2) /var/log/app.log: $(printf '%s' "$log" | tr '\n' '|')"
 [[ $log == *"${LINE[2]}"* ]] || fail "the line written before the deletion is gone"
 ok "the re-created pod's log still holds: ${LINE[2]}"
-# The new pod has a new IP; cluster DNS may serve the old one until its cache
-# expires (CoreDNS' usual `cache 30`). Wait (bounded) until the pod's own name
-# answers again, as a client would, before testing through it.
-url2=http://$RELEASE-stateful-2.$RELEASE-stateful.$NS.svc.cluster.local:8080/ping
-dns_wait=$(in_cluster "i=0; while [ \$i -lt 30 ]; do i=\$((i+1)); if [ \"\$(curl -sS --max-time 3 $url2 2>/dev/null)\" = pong ]; then echo \$i; exit 0; fi; sleep 2; done; exit 1") \
-  || fail "$url2 did not answer pong within 90s of the pod being Ready"
-say "  GET $url2 -> pong (attempt $dns_wait)"
+# the new pod has a new IP: wait until its own name reaches it, as a client would
+wait_answers "http://$RELEASE-stateful-2.$RELEASE-stateful.$NS.svc.cluster.local:8080/ping" "re-created pod"
 
 step "7b. helm test $RELEASE (task 2 mode)"
 h test "$RELEASE" --timeout "$T" >"$ARTIFACTS/helm-test-2.txt" 2>&1 || { cat "$ARTIFACTS/helm-test-2.txt"; fail "helm test (task 2)"; }
@@ -389,6 +394,8 @@ k rollout status deployment/"$RELEASE" --timeout="$T" >/dev/null || fail "deploy
 k wait --for=condition=Ready pod -l app=postgres --timeout="$T" >/dev/null || fail "postgres pod not Ready"
 pv_again=$(k get pvc "$pg_claim" -o jsonpath='{.spec.volumeName}')
 [[ $pv_again == "$pv" ]] || fail "claim $pg_claim now on volume $pv_again, not $pv"
+# the re-created Service has a new ClusterIP: wait until its name reaches it
+wait_answers "http://$RELEASE:8080/ping" "re-created Service"
 getall_has "$TX" 1000 1 || fail "transaction id=$TX not back after reinstall"
 body=$(curl_in_cluster GET "http://$RELEASE:8080/getall")
 for n in 0 1 2; do
