@@ -302,7 +302,7 @@ wait_for "node Ready" 120 kc wait --for=condition=Ready "node/$NODE_NAME" --time
 
 # ---------------------------------------------------------------- add-ons
 sed -e "s#@IMG_COREDNS@#$IMG_COREDNS#; s#@IMG_PROVISIONER@#$IMG_PROVISIONER#; s#@DNS_IP@#$DNS_IP#" \
-    -e "s#@CLUSTER_DOMAIN@#$CLUSTER_DOMAIN#; s#@HOSTPATH_DIR@#$HOSTPATH_DIR#g" "$here/addons.yaml" >"$STATE/addons.yaml"
+    -e "s#@CLUSTER_DOMAIN@#$CLUSTER_DOMAIN#; s#@HOSTPATH_DIR@#$HOSTPATH_DIR#g" "$here/addons.yaml.tmpl" >"$STATE/addons.yaml"
 wait_for "default service account" 60 kc -n kube-system get serviceaccount default || die "no service accounts"
 kc apply -f "$STATE/addons.yaml" >/dev/null
 kc -n kube-system rollout status deployment/coredns --timeout=120s >&2 || die "CoreDNS not ready"
