@@ -399,13 +399,17 @@ def median_of(runs):
     return out
 
 
-def table(median, idle):
+def table(median, idle, runs=()):
     def f(v, fmt):
         return "—" if v is None else fmt.format(v)
 
+    def per_run(name):
+        ratios = [r[name]["ratio"] for r in runs if name in r and r[name]["ratio"] is not None]
+        return " ".join(f"{x:.2f}" for x in ratios) or "—"
+
     rows = ["| case | conns | service req/s | p50 ms | p99 ms | peak RSS MiB | steady RSS MiB | errors "
-            "| service CPU µs/req | pgbench tps | pgbench p50 ms | pgbench p99 ms | service/pgbench |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            "| service CPU µs/req | pgbench tps | pgbench p50 ms | pgbench p99 ms | service/pgbench | per run |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for case in CASES:
         m = median.get(case["name"])
         if m is None:
@@ -414,7 +418,7 @@ def table(median, idle):
         rows.append(f"| {case['name']} | {case['conns']} | {s['rps']:.1f} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} "
                     f"| {f(s.get('rss_peak_mib'), '{:.1f}')} | {f(s.get('rss_steady_mib'), '{:.1f}')} "
                     f"| {s['errors']:.0f} | {s['cpu_us_per_req']:.0f} | {f(p.get('rps'), '{:.1f}')} | {f(p.get('p50_ms'), '{:.2f}')} "
-                    f"| {f(p.get('p99_ms'), '{:.2f}')} | {f(m['ratio'], '{:.2f}')} |")
+                    f"| {f(p.get('p99_ms'), '{:.2f}')} | {f(m['ratio'], '{:.2f}')} | {per_run(case['name'])} |")
     rows.append("")
     rows.append(f"idle RSS: {idle['rss_start_mib']:.1f} MiB after start-up, "
                 f"{f(idle.get('rss_end_mib'), '{:.1f}')} MiB after the load")
@@ -482,6 +486,38 @@ def compare(paths):
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 
+def report(result):
+    info = result["machine"]
+    print(f"billing vs pgbench — {info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB, PostgreSQL "
+          f"{info['postgresql']} (fsync {info['fsync']}, synchronous_commit {info['synchronous_commit']}); "
+          f"median of {len(result['runs'])} run(s) of {result['config']['duration_s']}s per case; load average "
+          f"{' '.join(f'{x:.2f}' for x in result['load_avg_end'])} at the end")
+    print()
+    print(result["table"])
+    print()
+    for t in result["targets"]:
+        mark = "n/a" if t["met"] is None else ("met" if t["met"] else "MISSED")
+        print(f"  [{mark}] {t['target']}: {t.get('shown', '—')}")
+
+
+def merge(paths, out):
+    docs = [json.loads(Path(p).read_text()) for p in paths]
+    runs = [r for d in docs for r in d["runs"]]
+    idle = {k: statistics.median([d["idle"][k] for d in docs]) for k in ("rss_start_mib", "rss_end_mib")}
+    median = median_of(runs)
+    result = dict(docs[-1], label="merged: " + "; ".join(d.get("label", "") for d in docs),
+                  merged_from=[{"date": d["date"], "git_commit": d["machine"]["git_commit"],
+                                "load_avg_end": d["load_avg_end"]} for d in docs],
+                  idle=idle, median=median, targets=targets(median, idle), runs=runs,
+                  config=dict(docs[-1]["config"], runs=len(runs)))
+    result["table"] = table(median, idle, runs)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    report(result)
+    print(f"\nwritten to {out}")
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=int, default=10, help="seconds of measured load per case and side (10)")
@@ -497,10 +533,14 @@ def main():
     ap.add_argument("--out", default=str(BENCH / "results" / "latest.json"), help="JSON output path")
     ap.add_argument("--compare", nargs="+", metavar="JSON", help="print the medians of earlier result files side "
                     "by side and exit")
+    ap.add_argument("--merge", nargs="+", metavar="JSON", help="pool the runs of earlier result files (same "
+                    "settings) into one result with medians over all of them, written to --out, and exit")
     args = ap.parse_args()
     if args.compare:
         compare(args.compare)
         return 0
+    if args.merge:
+        return merge(args.merge, Path(args.out))
 
     def on_signal(signum, _frame):
         raise SystemExit(128 + signum)
@@ -549,22 +589,13 @@ def main():
         "targets": targets(median, idle),
         "runs": runs,
     }
-    text = table(median, idle)
+    text = table(median, idle, runs)
     result["table"] = text
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     print()
-    print(f"billing vs pgbench — {info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB, PostgreSQL "
-          f"{info['postgresql']} (fsync {info['fsync']}, synchronous_commit {info['synchronous_commit']}); "
-          f"median of {args.runs} run(s) of {args.duration}s per case; load average "
-          f"{' '.join(f'{x:.2f}' for x in result['load_avg_end'])} at the end")
-    print()
-    print(text)
-    print()
-    for t in result["targets"]:
-        mark = "n/a" if t["met"] is None else ("met" if t["met"] else "MISSED")
-        print(f"  [{mark}] {t['target']}: {t.get('shown', '—')}")
+    report(result)
     if problems:
         print(f"  note: billing logged {len(problems)} WARN/ERROR lines during the run, e.g.\n    {problems[0]}")
     print(f"\nwritten to {out} ({result['wall_s']:.0f} s)")

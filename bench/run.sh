@@ -7,13 +7,14 @@
 #   bash bench/run.sh --runs 1 --duration 5 --cases get add
 #   bash bench/run.sh --billing-env RUST_LOG=warn --label "access log off"
 #   bash bench/run.sh --compare bench/results/a.json bench/results/b.json
+#   bash bench/run.sh --merge a.json b.json --out merged.json   # medians over the runs of both
 #
 # Everything it starts is stopped by PID when it ends (bench/bench.py owns the processes).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 for arg in "$@"; do
-    if [[ "$arg" == "--compare" || "$arg" == "-h" || "$arg" == "--help" ]]; then
+    if [[ "$arg" == "--compare" || "$arg" == "--merge" || "$arg" == "-h" || "$arg" == "--help" ]]; then
         exec python3 bench/bench.py "$@"
     fi
 done
