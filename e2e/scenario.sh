@@ -235,7 +235,7 @@ log_of() { # pod: its /var/log/app.log
     *"executable file not found"* | *"no such file or directory"*) ;;
     *) say "  kubectl exec $1 -c billing -- cat /var/log/app.log failed: $err"; return 1 ;;
   esac
-  # An image without cat (distroless, as the repository's Dockerfile builds): read
+  # An image without cat (plain distroless; the repository's Dockerfile uses the busybox variant): read
   # the pod's own log claim from a temporary pod instead (ReadWriteOnce allows a
   # second pod on the same node; mounted read-only).
   claim=$(k get pod "$1" -o jsonpath='{.spec.volumes[?(@.persistentVolumeClaim)].persistentVolumeClaim.claimName}')
