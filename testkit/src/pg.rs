@@ -228,13 +228,21 @@ impl PgServer {
         Ok(self.url(name))
     }
 
-    /// Runs SQL with psql and returns its unaligned, tuples-only output, trimmed.
-    pub fn psql(&self, database: &str, sql: &str) -> Result<String, String> {
-        let output = Command::new(self.bin_dir.join("psql"))
-            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres"])
+    /// psql as the superuser over TCP, running `sql` in `database` and stopping at the first error.
+    fn psql_command(&self, database: &str, sql: &str) -> Command {
+        let mut cmd = Command::new(self.bin_dir.join("psql"));
+        cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres"])
             .args(["-p", &self.port.to_string(), "-d", database, "-c", sql])
             .env("PGCONNECT_TIMEOUT", "5")
-            .stdin(Stdio::null())
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs SQL with psql and returns its unaligned, tuples-only output, trimmed.
+    pub fn psql(&self, database: &str, sql: &str) -> Result<String, String> {
+        let output = self
+            .psql_command(database, sql)
+            .args(["-A", "-t"])
             .output()
             .map_err(|e| format!("cannot run psql: {e}"))?;
         if output.status.success() {
@@ -246,13 +254,7 @@ impl PgServer {
 
     /// Starts a long-running psql session that runs `sql` (for holding locks while a test acts).
     pub fn psql_background(&self, database: &str, sql: &str) -> Result<Child, String> {
-        Command::new(self.bin_dir.join("psql"))
-            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres"])
-            .args(["-p", &self.port.to_string(), "-d", database, "-c", sql])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot run psql: {e}"))
+        self.psql_command(database, sql).stdout(Stdio::null()).spawn().map_err(|e| format!("cannot run psql: {e}"))
     }
 
     pub fn is_running(&self) -> bool {
