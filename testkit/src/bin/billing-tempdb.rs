@@ -7,6 +7,10 @@ use std::time::Duration;
 
 use billing_testkit::{PgOptions, PgServer};
 
+const USAGE: &str = "usage: billing-tempdb [--durable]\n\n\
+    Starts a throwaway PostgreSQL on a free loopback port, prints DATABASE_URL=... on stdout, and removes it on \
+    SIGINT/SIGTERM.\n  --durable  keep fsync and full_page_writes on (PostgreSQL's defaults) instead of off";
+
 static STOP: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(_: libc::c_int) {
@@ -14,7 +18,20 @@ extern "C" fn on_signal(_: libc::c_int) {
 }
 
 fn main() -> std::process::ExitCode {
-    let durable = std::env::args().any(|a| a == "--durable");
+    let mut durable = false;
+    for arg in std::env::args().skip(1) {
+        match arg.as_str() {
+            "--durable" => durable = true,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return std::process::ExitCode::SUCCESS;
+            }
+            other => {
+                eprintln!("billing-tempdb: unknown argument {other:?}\n{USAGE}");
+                return std::process::ExitCode::from(2);
+            }
+        }
+    }
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
