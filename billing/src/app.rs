@@ -6,11 +6,14 @@ use std::time::Duration;
 
 use crate::db::{self, DbConn, DbPool};
 use crate::error::ApiError;
+use crate::pipeline::{Pipelines, Shared};
 use crate::txlog::TxLog;
 
 #[derive(Clone)]
 pub struct App {
     pub pool: DbPool,
+    /// Shared, pipelined connections for point reads; `None` when `DATABASE_READ_CONNECTIONS` is 0.
+    pub reads: Option<Arc<Pipelines>>,
     pub txlog: Option<TxLog>,
     /// Bound on any single query, so a database that stops answering yields a 503 instead of a hung request.
     pub query_timeout: Duration,
@@ -19,8 +22,8 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(pool: DbPool, txlog: Option<TxLog>, query_timeout: Duration) -> Self {
-        App { pool, txlog, query_timeout, started: Arc::new(AtomicBool::new(false)) }
+    pub fn new(pool: DbPool, reads: Option<Pipelines>, txlog: Option<TxLog>, query_timeout: Duration) -> Self {
+        App { pool, reads: reads.map(Arc::new), txlog, query_timeout, started: Arc::new(AtomicBool::new(false)) }
     }
 
     pub fn mark_started(&self) {
@@ -29,12 +32,25 @@ impl App {
 
     /// A pooled connection for a request, or the 503 that explains why there is none.
     pub async fn connection(&self) -> Result<DbConn, ApiError> {
-        if !self.started.load(Ordering::Acquire) {
-            return Err(ApiError::unavailable(
-                "billing is starting: it is waiting for the database and applying migrations",
-            ));
-        }
+        self.ensure_started()?;
         db::checkout(&self.pool).await
+    }
+
+    /// A connection for one single-statement read: a shared, pipelined one, or a pooled one when sharing is off.
+    pub async fn reader(&self) -> Result<Reader, ApiError> {
+        self.ensure_started()?;
+        match &self.reads {
+            Some(reads) => reads.get().await.map(Reader::Shared),
+            None => db::checkout(&self.pool).await.map(|conn| Reader::Pooled(Box::new(conn))),
+        }
+    }
+
+    fn ensure_started(&self) -> Result<(), ApiError> {
+        if self.started.load(Ordering::Acquire) {
+            Ok(())
+        } else {
+            Err(ApiError::unavailable("billing is starting: it is waiting for the database and applying migrations"))
+        }
     }
 
     /// Runs one database call under [`App::query_timeout`].
@@ -52,6 +68,23 @@ impl App {
                     self.query_timeout.as_secs()
                 )))
             }
+        }
+    }
+}
+
+/// Where a point read runs; see [`App::reader`].
+pub enum Reader {
+    Shared(Shared),
+    /// Boxed: a pooled connection is hundreds of bytes, and this is only the fallback.
+    Pooled(Box<DbConn>),
+}
+
+impl Reader {
+    /// The connection to query, as diesel-async's pipelining needs it: a shared reference.
+    pub fn conn(&self) -> &diesel_async::AsyncPgConnection {
+        match self {
+            Reader::Shared(shared) => shared.conn(),
+            Reader::Pooled(conn) => conn,
         }
     }
 }

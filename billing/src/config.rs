@@ -13,6 +13,9 @@ pub struct Config {
     pub database: tokio_postgres::Config,
     pub listen_addr: SocketAddr,
     pub pool_size: u32,
+    /// Connections shared by all point reads, which tokio-postgres pipelines (see `pipeline.rs`); 0 sends point
+    /// reads through the pool like everything else.
+    pub read_connections: usize,
     /// Upper bound on waiting for a pooled connection or a query, so a dead database yields a 503, not a hang.
     pub database_timeout: Duration,
     /// How long start-up keeps retrying an unreachable database before giving up.
@@ -31,6 +34,7 @@ impl fmt::Debug for Config {
             .field("database", &describe_database(&self.database))
             .field("listen_addr", &self.listen_addr)
             .field("pool_size", &self.pool_size)
+            .field("read_connections", &self.read_connections)
             .field("database_timeout", &self.database_timeout)
             .field("database_wait", &self.database_wait)
             .field("shutdown_timeout", &self.shutdown_timeout)
@@ -100,6 +104,8 @@ impl Config {
             database,
             listen_addr,
             pool_size: u32::try_from(parse_number(&get, "DATABASE_POOL_SIZE", 10, 1, 1000)?)
+                .map_err(|e| ConfigError(e.to_string()))?,
+            read_connections: usize::try_from(parse_number(&get, "DATABASE_READ_CONNECTIONS", 2, 0, 64)?)
                 .map_err(|e| ConfigError(e.to_string()))?,
             database_timeout,
             database_wait: Duration::from_secs(parse_number(&get, "DATABASE_WAIT_SECS", 120, 0, 86_400)?),
@@ -191,6 +197,7 @@ mod tests {
         let c = config(&[("DATABASE_URL", "postgres://billing@db:5432/billing")])?;
         assert_eq!(c.listen_addr.to_string(), "0.0.0.0:8080");
         assert_eq!(c.pool_size, 10);
+        assert_eq!(c.read_connections, 2);
         assert_eq!(c.database_timeout, Duration::from_secs(5));
         assert_eq!(c.log_file, None);
         assert_eq!(describe_database(&c.database), "billing@db:5432/billing");

@@ -124,9 +124,10 @@ pub async fn get(raw_id: String, app: App) -> Response {
     respond(
         async {
             let id = validation::parse_id(&raw_id)?;
-            let mut conn = app.connection().await?;
+            let reader = app.reader().await?;
             let found: Option<Transaction> = app
                 .bounded(&format!("reading transaction {id}"), async {
+                    let mut conn = reader.conn();
                     transactions::table.find(id).select(Transaction::as_select()).first(&mut conn).await.optional()
                 })
                 .await?;

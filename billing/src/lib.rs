@@ -8,6 +8,7 @@ pub mod getall;
 pub mod handlers;
 pub mod healthcheck;
 pub mod models;
+pub mod pipeline;
 pub mod router;
 pub mod schema;
 pub mod shutdown;
@@ -30,7 +31,9 @@ pub async fn run(config: Config) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen_addr))?;
     let pool = db::build_pool(&config).await?;
     let txlog = config.log_file.clone().map(|path| TxLog::new(path, config.host_name.clone()));
-    let app = App::new(pool, txlog, config.database_timeout);
+    let reads = (config.read_connections > 0)
+        .then(|| pipeline::Pipelines::new(config.read_connections, config.database.clone(), config.database_timeout));
+    let app = App::new(pool, reads, txlog, config.database_timeout);
 
     // Either a signal or a failed start-up ends the server; `stop` carries the latter to the graceful future.
     let (stop_tx, mut stop_rx) = watch::channel(false);

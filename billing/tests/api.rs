@@ -150,6 +150,46 @@ async fn get_by_id_and_its_errors() -> TestResult {
     Ok(())
 }
 
+/// Hundreds of reads in flight at once, on one shared (pipelined) connection and, with sharing off, on the pool:
+/// every answer is the row that was asked for, and the unknown ids in between are 404s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_reads_each_get_their_own_row() -> TestResult {
+    for read_connections in ["1", "0"] {
+        let app = TestApp::start_with(&[("DATABASE_READ_CONNECTIONS", read_connections)])?;
+        app.sql(
+            "INSERT INTO transactions (client_id, amount) \
+             SELECT 'client-' || g, g * 10 FROM generate_series(1, 300) AS g",
+        )?;
+        let mut reads = tokio::task::JoinSet::new();
+        for id in 1..=400_i64 {
+            let (client, url) = (app.client.clone(), app.url(&format!("/get/{id}")));
+            reads.spawn(async move {
+                let r = client.get(url).send().await.map_err(|e| format!("GET /get/{id}: {e}"))?;
+                let status = r.status();
+                let body: Value = r.json().await.map_err(|e| format!("GET /get/{id}: {e}"))?;
+                Ok::<_, String>((id, status, body))
+            });
+        }
+        let mut answered = 0;
+        while let Some(joined) = reads.join_next().await {
+            let (id, status, body) = joined??;
+            if id <= 300 {
+                assert_eq!(status, StatusCode::OK, "reads {read_connections}, id {id}: {body}");
+                assert_eq!(
+                    (body["id"].as_i64(), body["client_id"].as_str(), body["amount"].as_i64()),
+                    (Some(id), Some(format!("client-{id}").as_str()), Some(id * 10)),
+                    "reads {read_connections}: /get/{id} answered another row"
+                );
+            } else {
+                assert_eq!(status, StatusCode::NOT_FOUND, "reads {read_connections}, id {id}: {body}");
+            }
+            answered += 1;
+        }
+        assert_eq!(answered, 400);
+    }
+    Ok(())
+}
+
 type BadCase = (String, Option<(&'static str, &'static str)>, u16, Option<&'static str>);
 
 /// Each bad request gets the named status and field, and the ledger stays empty.

@@ -132,6 +132,49 @@ async fn database_restart_under_load() -> TestResult {
     Ok(())
 }
 
+/// Point reads share one pipelined connection. When PostgreSQL goes away they answer 503 promptly (no hang, no
+/// 500), and once it is back the same process reconnects by itself.
+#[tokio::test]
+async fn shared_read_connection_recovers_after_a_database_restart() -> TestResult {
+    let pg = PgServer::start(PgOptions { durable: false })?;
+    let url = pg.create_database("billing")?;
+    let mut service = ServiceProcess::spawn(
+        BIN.as_ref(),
+        &[("DATABASE_URL", &url), ("DATABASE_TIMEOUT_SECS", "2"), ("DATABASE_READ_CONNECTIONS", "1")],
+    )?;
+    service.wait_ready(READY_TIMEOUT)?;
+    let client = client()?;
+    let r = client.post(service.url("/add?client_id=c1&amount=5")).send().await?;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(client.get(service.url("/get/1")).send().await?.status(), StatusCode::OK);
+
+    pg.stop(StopMode::Immediate)?;
+    for _ in 0..3 {
+        let started = Instant::now();
+        let r = client.get(service.url("/get/1")).send().await?;
+        let (status, took) = (r.status(), started.elapsed());
+        let body: Value = r.json().await?;
+        assert_eq!((status, body["error"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("database_unavailable")));
+        assert!(took < Duration::from_secs(5), "a read took {took:?} with the database down");
+    }
+
+    pg.restart()?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = client.get(service.url("/get/1")).send().await?;
+        if r.status() == StatusCode::OK {
+            let body: Value = r.json().await?;
+            assert_eq!(body["client_id"], "c1");
+            break;
+        }
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(Instant::now() < deadline, "reads did not recover within 20 s of PostgreSQL's return");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(service.wait_exit(Duration::from_millis(1)).is_err(), "the service process exited");
+    Ok(())
+}
+
 /// The course's failure demo: the database is wiped under a running service. The error names PostgreSQL's own
 /// message, readiness turns false, and the table is not silently re-created.
 #[tokio::test]
