@@ -293,7 +293,7 @@ def start_services(args, workdir):
 
     port = free_port()
     env = dict(os.environ)
-    for k in ("RUST_LOG", "LOG_FILE", "DATABASE_POOL_SIZE", "DATABASE_PASSWORD", "TOKIO_WORKER_THREADS"):
+    for k in ("RUST_LOG", "LOG_FILE", "DATABASE_POOL_SIZE", "DATABASE_READ_CONNECTIONS", "DATABASE_PASSWORD", "TOKIO_WORKER_THREADS"):
         env.pop(k, None)
     env.update({"DATABASE_URL": url, "LISTEN_ADDR": f"127.0.0.1:{port}",
                 "LOG_FILE": str(Path(workdir) / "txlog" / "app.log")})
@@ -303,7 +303,7 @@ def start_services(args, workdir):
             env.pop(k, None)
         else:
             env[k] = v
-    shown = {k: env[k] for k in ("RUST_LOG", "LOG_FILE", "DATABASE_POOL_SIZE", "TOKIO_WORKER_THREADS") if k in env}
+    shown = {k: env[k] for k in ("RUST_LOG", "LOG_FILE", "DATABASE_POOL_SIZE", "DATABASE_READ_CONNECTIONS", "TOKIO_WORKER_THREADS") if k in env}
     billing_log = open(Path(workdir) / "billing.log", "w")
     billing = CHILDREN.start([args.billing_bin], env=env, stdout=billing_log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"

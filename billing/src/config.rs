@@ -103,9 +103,9 @@ impl Config {
         Ok(Config {
             database,
             listen_addr,
-            pool_size: u32::try_from(parse_number(&get, "DATABASE_POOL_SIZE", 10, 1, 1000)?)
+            pool_size: u32::try_from(parse_number(&get, "DATABASE_POOL_SIZE", 20, 1, 1000)?)
                 .map_err(|e| ConfigError(e.to_string()))?,
-            read_connections: usize::try_from(parse_number(&get, "DATABASE_READ_CONNECTIONS", 2, 0, 64)?)
+            read_connections: usize::try_from(parse_number(&get, "DATABASE_READ_CONNECTIONS", 1, 0, 64)?)
                 .map_err(|e| ConfigError(e.to_string()))?,
             database_timeout,
             database_wait: Duration::from_secs(parse_number(&get, "DATABASE_WAIT_SECS", 120, 0, 86_400)?),
@@ -196,8 +196,8 @@ mod tests {
     fn defaults() -> Result<(), ConfigError> {
         let c = config(&[("DATABASE_URL", "postgres://billing@db:5432/billing")])?;
         assert_eq!(c.listen_addr.to_string(), "0.0.0.0:8080");
-        assert_eq!(c.pool_size, 10);
-        assert_eq!(c.read_connections, 2);
+        assert_eq!(c.pool_size, 20);
+        assert_eq!(c.read_connections, 1);
         assert_eq!(c.database_timeout, Duration::from_secs(5));
         assert_eq!(c.log_file, None);
         assert_eq!(describe_database(&c.database), "billing@db:5432/billing");

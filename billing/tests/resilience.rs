@@ -294,6 +294,10 @@ async fn sigterm_finishes_requests_in_flight_and_exits_zero() -> TestResult {
     }
     let status = app.service.wait_exit(Duration::from_secs(15))?;
     assert_eq!(status.code(), Some(0), "{}", app.service.log());
+    // The log ends with the drain: every request's access line, then the final line.
+    let log = app.service.log();
+    assert!(log.lines().last().is_some_and(|l| l.ends_with("stopped")), "last lines missing:\n{log}");
+    assert_eq!(log.matches("POST /add 201").count(), 5, "{log}");
     assert_eq!(app.row_count()?, 5);
     let _ = locker.wait();
     Ok(())

@@ -190,3 +190,21 @@ def test_kube_version_floor(helm):
     assert "chart requires kubeVersion: >=1.27.0-0 which is incompatible with Kubernetes v1.26.0" in err
     ok = run_helm(helm, "template", "billing", str(CHART), "--kube-version", "1.27.0")
     assert ok.returncode == 0, ok.stderr
+
+
+def test_connection_budget_of_the_bundled_postgresql(helm):
+    """Every pod may open databasePoolSize + databaseReadConnections connections; more than 90 in all would
+    exceed the bundled PostgreSQL's max_connections under load, so the chart refuses it at install time."""
+    err = render_error(helm, "--set", "workload.kind=StatefulSet", "--set", "workload.replicas=5")
+    assert "5 replicas x (config.databasePoolSize 20 + config.databaseReadConnections 1) = 105 connections" in err
+    assert "Lower config.databasePoolSize or workload.replicas" in err
+    err = render_error(helm, "--set", "workload.replicas=2", "--set", "config.databasePoolSize=44",
+                       "--set", "config.databaseReadConnections=2")
+    assert "= 92 connections" in err
+    # 90 exactly is allowed, and each pod is told its own share.
+    r = render(helm, sets={"workload.replicas": "3", "config.databasePoolSize": "28", "config.databaseReadConnections": "2"})
+    env = app_env(r)
+    assert (env["DATABASE_POOL_SIZE"]["value"], env["DATABASE_READ_CONNECTIONS"]["value"]) == ("28", "2")
+    # An external database has its own limit, which the chart cannot know.
+    r = render(helm, sets={**EXTERNAL, "workload.replicas": "5"})
+    assert r.get("Deployment", "billing")["spec"]["replicas"] == 5

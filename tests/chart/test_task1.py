@@ -51,7 +51,8 @@ def test_app_database_settings_come_from_the_secret(helm):
         "valueFrom": {"secretKeyRef": {"name": "billing-postgresql", "key": "password"}},
     }
     assert env["LISTEN_ADDR"]["value"] == "0.0.0.0:8080"
-    assert env["DATABASE_POOL_SIZE"]["value"] == "10"
+    assert env["DATABASE_POOL_SIZE"]["value"] == "20"
+    assert env["DATABASE_READ_CONNECTIONS"]["value"] == "1"
     assert env["DATABASE_TIMEOUT_SECS"]["value"] == "5"
     assert env["RUST_LOG"]["value"] == "info"
     assert "LOG_FILE" not in env

@@ -191,12 +191,31 @@ cluster.
 {{- end -}}
 
 {{/*
+The bundled PostgreSQL runs with its default max_connections of 100, three of
+which are reserved for superusers. Every pod may open databasePoolSize +
+databaseReadConnections connections; past the limit PostgreSQL refuses new
+ones ("too many clients") and requests fail under load, long after the install
+looked fine. So the chart refuses a total over 90, which also leaves room for
+the helm test, a migration and an operator's psql.
+*/}}
+{{- define "billing.checkConnectionBudget" -}}
+{{- if .Values.postgresql.enabled -}}
+{{- $perPod := add .Values.config.databasePoolSize .Values.config.databaseReadConnections -}}
+{{- $total := mul .Values.workload.replicas $perPod -}}
+{{- if gt (int $total) 90 -}}
+{{- fail (printf "\n\n%d replicas x (config.databasePoolSize %d + config.databaseReadConnections %d) = %d connections to the bundled PostgreSQL, which serves at most 90 (max_connections 100, less superuser and maintenance reserve).\nLower config.databasePoolSize or workload.replicas so that replicas x (pool + read connections) <= 90.\n" (int .Values.workload.replicas) (int .Values.config.databasePoolSize) (int .Values.config.databaseReadConnections) (int $total)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
 The billing pod template, shared by the Deployment and the StatefulSet so the
 two modes cannot drift apart. Usage: include "billing.podTemplate" (dict
 "root" $ "logVolume" "claim"|"emptyDir")
 */}}
 {{- define "billing.podTemplate" -}}
 {{- $root := .root -}}
+{{- include "billing.checkConnectionBudget" $root -}}
 {{- with $root -}}
 metadata:
   labels:
@@ -242,6 +261,8 @@ spec:
         {{- end }}
         - name: DATABASE_POOL_SIZE
           value: {{ .Values.config.databasePoolSize | quote }}
+        - name: DATABASE_READ_CONNECTIONS
+          value: {{ .Values.config.databaseReadConnections | quote }}
         - name: DATABASE_TIMEOUT_SECS
           value: {{ .Values.config.databaseTimeoutSecs | quote }}
         - name: RUST_LOG
