@@ -141,6 +141,15 @@ fn parse_database_url(url: &str) -> Result<tokio_postgres::Config, ConfigError> 
     if config.get_dbname().is_none() {
         return Err(ConfigError("DATABASE_URL names no database: add /DATABASE after the host".into()));
     }
+    // Connections are plain TCP (no TLS library is built in). Said at start rather than as a TLS failure on every
+    // connection attempt until DATABASE_WAIT_SECS runs out.
+    if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+        return Err(ConfigError(
+            "DATABASE_URL asks for sslmode=require, but billing connects to PostgreSQL without TLS: use \
+             sslmode=disable (or prefer, which falls back to plain TCP) and keep the database on a trusted network"
+                .into(),
+        ));
+    }
     Ok(config)
 }
 
@@ -248,6 +257,16 @@ mod tests {
         );
         assert!(error(&[url, ("DATABASE_TIMEOUT_SECS", "soon")]).starts_with("DATABASE_TIMEOUT_SECS must be"));
         assert!(error(&[url, ("LISTEN_ADDR", "8080")]).starts_with("LISTEN_ADDR must be an IP address and port"));
+    }
+
+    #[test]
+    fn tls_is_refused_up_front() -> Result<(), ConfigError> {
+        let message = error(&[("DATABASE_URL", "postgres://u@h/d?sslmode=require")]);
+        assert!(message.starts_with("DATABASE_URL asks for sslmode=require"), "{message}");
+        for mode in ["disable", "prefer"] {
+            config(&[("DATABASE_URL", &format!("postgres://u@h/d?sslmode={mode}"))])?;
+        }
+        Ok(())
     }
 
     #[test]

@@ -10,7 +10,7 @@ from conftest import container, env_of, notes, render, render_error, run_helm, C
 
 EXTERNAL = {
     "postgresql.enabled": "false",
-    "externalDatabase.url": "postgres://billing@db.example.com:5432/billing?sslmode=require",
+    "externalDatabase.url": "postgres://billing@db.example.com:5432/billing?sslmode=disable",
 }
 
 
@@ -208,3 +208,10 @@ def test_connection_budget_of_the_bundled_postgresql(helm):
     # An external database has its own limit, which the chart cannot know.
     r = render(helm, sets={**EXTERNAL, "workload.replicas": "5"})
     assert r.get("Deployment", "billing")["spec"]["replicas"] == 5
+
+
+def test_external_database_requiring_tls_is_refused(helm):
+    """billing has no TLS client; it would exit at start, so the chart says so first."""
+    err = render_error(helm, "--set", "postgresql.enabled=false",
+                       "--set", "externalDatabase.url=postgres://billing@db:5432/billing?sslmode=require")
+    assert "externalDatabase.url asks for sslmode=require, but billing connects to PostgreSQL without TLS" in err

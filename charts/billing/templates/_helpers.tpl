@@ -136,7 +136,11 @@ and nothing needs URL-encoding.
 {{- if .Values.postgresql.enabled -}}
 {{- printf "postgres://%s@%s:%d/%s" .Values.postgresql.auth.username (include "billing.postgresql.fullname" .) (int .Values.postgresql.service.port) .Values.postgresql.auth.database -}}
 {{- else -}}
-{{- required "postgresql.enabled is false, so externalDatabase.url is required (postgres://user@host:5432/db, without the password)" .Values.externalDatabase.url -}}
+{{- $url := required "postgresql.enabled is false, so externalDatabase.url is required (postgres://user@host:5432/db, without the password)" .Values.externalDatabase.url -}}
+{{- if regexMatch "[?&]sslmode=require(&|$)" $url -}}
+{{- fail "\n\nexternalDatabase.url asks for sslmode=require, but billing connects to PostgreSQL without TLS and would refuse to start.\nUse sslmode=disable (or prefer, which falls back to plain TCP) and keep the database on a trusted network.\n" -}}
+{{- end -}}
+{{- $url -}}
 {{- end -}}
 {{- end -}}
 
