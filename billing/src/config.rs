@@ -83,8 +83,14 @@ impl Config {
         let database_timeout = Duration::from_secs(parse_number(&get, "DATABASE_TIMEOUT_SECS", 5, 1, 300)?);
         database.connect_timeout(database_timeout);
         database.application_name("billing");
-        // Dead peers (a node gone, a partition) are noticed by TCP keepalive instead of hanging a pooled connection.
+        // A dead peer (its node gone, a network partition) sends no reset, and with the kernel's defaults a connection
+        // to it looks open for 10-15 minutes; the shared read connection would time out every read meanwhile. Idle, it
+        // is found by keepalive probes within about a minute; with a query unanswered, by TCP_USER_TIMEOUT in 30 s
+        // (PostgreSQL's kernel acknowledges a query at once, however long the query runs).
         database.keepalives_idle(Duration::from_secs(30));
+        database.keepalives_interval(Duration::from_secs(10));
+        database.keepalives_retries(3);
+        database.tcp_user_timeout(Duration::from_secs(30));
 
         let listen_addr = match get("LISTEN_ADDR") {
             None => SocketAddr::from_str(DEFAULT_LISTEN_ADDR).map_err(|e| ConfigError(e.to_string()))?,
@@ -207,6 +213,8 @@ mod tests {
         assert_eq!(c.listen_addr.to_string(), "0.0.0.0:8080");
         assert_eq!(c.pool_size, 20);
         assert_eq!(c.read_connections, 1);
+        assert_eq!(c.database.get_tcp_user_timeout(), Some(&Duration::from_secs(30)));
+        assert_eq!(c.database.get_keepalives_idle(), Duration::from_secs(30));
         assert_eq!(c.database_timeout, Duration::from_secs(5));
         assert_eq!(c.log_file, None);
         assert_eq!(describe_database(&c.database), "billing@db:5432/billing");
