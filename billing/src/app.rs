@@ -9,6 +9,15 @@ use crate::error::ApiError;
 use crate::pipeline::{Pipelines, Shared};
 use crate::txlog::TxLog;
 
+/// How long a timed-out write waits for its cancel request to be sent, and then for the statement's answer.
+const CANCEL_GRACE: Duration = Duration::from_secs(2);
+
+/// PostgreSQL's answer to a cancelled statement (SQLSTATE 57014, which diesel reports without its code).
+fn is_cancelled(err: &diesel::result::Error) -> bool {
+    matches!(err, diesel::result::Error::DatabaseError(_, info)
+        if info.message().starts_with("canceling statement due to user request"))
+}
+
 #[derive(Clone)]
 pub struct App {
     pub pool: DbPool,
@@ -50,6 +59,45 @@ impl App {
             Ok(())
         } else {
             Err(ApiError::unavailable("billing is starting: it is waiting for the database and applying migrations"))
+        }
+    }
+
+    /// Runs one write under [`App::query_timeout`], on a connection nothing else uses meanwhile (a pooled one, whose
+    /// `cancel` token this is). Past the timeout the statement is not abandoned but cancelled: an abandoned INSERT
+    /// stuck behind a lock would still commit when the lock goes, after the client was told it failed, and a retry
+    /// would record the payment twice. The statement's own answer then says what happened, so the client is told
+    /// either that nothing was recorded or (if it committed just before the cancel) that it was.
+    pub async fn bounded_write<T>(
+        &self,
+        action: &str,
+        cancel: tokio_postgres::CancelToken,
+        query: impl Future<Output = Result<T, diesel::result::Error>>,
+    ) -> Result<T, ApiError> {
+        let mut query = std::pin::pin!(query);
+        if let Ok(result) = tokio::time::timeout(self.query_timeout, &mut query).await {
+            return result.map_err(|e| ApiError::from_query(action, &e));
+        }
+        let waited = self.query_timeout.as_secs();
+        log::warn!("{action}: no answer from the database within {waited}s; cancelling the statement");
+        let sent = tokio::time::timeout(CANCEL_GRACE, cancel.cancel_query(tokio_postgres::NoTls)).await;
+        if !matches!(sent, Ok(Ok(()))) {
+            let why = match sent {
+                Ok(Err(e)) => e.to_string(),
+                _ => format!("no connection within {}s", CANCEL_GRACE.as_secs()),
+            };
+            log::warn!("{action}: could not send the cancel request: {why}");
+        }
+        match tokio::time::timeout(CANCEL_GRACE, &mut query).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) if is_cancelled(&e) => Err(ApiError::unavailable(format!(
+                "the database did not answer within {waited}s while {action}; the statement was cancelled, so \
+                 nothing was recorded: it is safe to retry"
+            ))),
+            Ok(Err(e)) => Err(ApiError::from_query(action, &e)),
+            Err(_) => Err(ApiError::unavailable(format!(
+                "the database did not answer within {waited}s while {action}, nor to a cancel request; the write \
+                 may or may not be recorded: check before retrying"
+            ))),
         }
     }
 

@@ -64,12 +64,14 @@ pub async fn add(
             let body = read_body(body).await?;
             let new = validation::parse_add(&query, Body { content_type: content_type.as_deref(), bytes: &body })?;
             let mut conn = app.connection().await?;
+            let cancel = conn.cancel_token();
             // `get_results`, not `get_result`: the latter resolves on the first row, which PostgreSQL sends before
             // the implicit transaction commits (at Sync). Reading the stream to its end waits for ReadyForQuery,
             // which comes only after the commit is durable, so a 201 always means the row is stored.
             let created: Vec<Transaction> = app
-                .bounded(
+                .bounded_write(
                     "adding a transaction",
+                    cancel,
                     diesel::insert_into(transactions::table)
                         .values(&new)
                         .returning(Transaction::as_returning())

@@ -175,6 +175,48 @@ async fn shared_read_connection_recovers_after_a_database_restart() -> TestResul
     Ok(())
 }
 
+/// A payment stuck behind a lock past DATABASE_TIMEOUT_SECS: billing cancels the statement, tells the client that
+/// nothing was recorded (so a retry cannot double it), and indeed nothing is, even once the lock goes away. The
+/// connection is fine afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_stuck_past_the_timeout_is_cancelled_and_not_recorded() -> TestResult {
+    let app = TestApp::start_with(&[("DATABASE_TIMEOUT_SECS", "1"), ("DATABASE_POOL_SIZE", "1")])?;
+    // One payment first, so the pool's only connection has the INSERT prepared and the stuck one is really sent.
+    let r = app.client.post(app.url("/add?client_id=first&amount=1")).send().await?;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let mut locker = shared().psql_background(
+        &app.db,
+        "BEGIN; LOCK TABLE transactions IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(4); COMMIT;",
+    )?;
+    let lock_held = "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+                     WHERE c.relname = 'transactions' AND l.mode = 'AccessExclusiveLock' AND l.granted";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.sql(lock_held)? != "1" {
+        assert!(Instant::now() < deadline, "the lock was never taken");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let started = Instant::now();
+    let r = app.client.post(app.url("/add?client_id=stuck&amount=1")).send().await?;
+    let took = started.elapsed();
+    let status = r.status();
+    let body: Value = r.json().await?;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(message.contains("was cancelled") && message.contains("safe to retry"), "{message}");
+    assert!(took < Duration::from_secs(3), "the answer took {took:?}");
+
+    let _ = locker.wait();
+    // The pool's only connection serves the next payment, which queues behind anything still running on it.
+    let r = app.client.post(app.url("/add?client_id=next&amount=2")).send().await?;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(
+        app.sql("SELECT string_agg(client_id, ',' ORDER BY id) FROM transactions")?,
+        "first,next",
+        "the payment the client was told failed was recorded"
+    );
+    Ok(())
+}
+
 /// The course's failure demo: the database is wiped under a running service. The error names PostgreSQL's own
 /// message, readiness turns false, and the table is not silently re-created.
 #[tokio::test]
