@@ -21,6 +21,23 @@ struct Outcomes {
     other: Vec<String>,
 }
 
+/// Holds an exclusive lock on the app's `transactions` table for `seconds` from a psql session, so that writes wait
+/// inside the database; returns once the lock is granted. Wait on the returned child to know it was released.
+async fn lock_transactions(app: &TestApp, seconds: u32) -> Result<std::process::Child, Box<dyn std::error::Error>> {
+    let locker = shared().psql_background(
+        &app.db,
+        &format!("BEGIN; LOCK TABLE transactions IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep({seconds}); COMMIT;"),
+    )?;
+    let lock_held = "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+                     WHERE c.relname = 'transactions' AND l.mode = 'AccessExclusiveLock' AND l.granted";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.sql(lock_held)? != "1" {
+        assert!(Instant::now() < deadline, "the lock was never taken");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(locker)
+}
+
 /// PostgreSQL stops (as in a crash) while requests flow, then comes back on the same data directory: the service
 /// answers 503 quickly meanwhile, recovers by itself, and every transaction it acknowledged is in the table.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -184,17 +201,7 @@ async fn a_write_stuck_past_the_timeout_is_cancelled_and_not_recorded() -> TestR
     // One payment first, so the pool's only connection has the INSERT prepared and the stuck one is really sent.
     let r = app.client.post(app.url("/add?client_id=first&amount=1")).send().await?;
     assert_eq!(r.status(), StatusCode::CREATED);
-    let mut locker = shared().psql_background(
-        &app.db,
-        "BEGIN; LOCK TABLE transactions IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(4); COMMIT;",
-    )?;
-    let lock_held = "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
-                     WHERE c.relname = 'transactions' AND l.mode = 'AccessExclusiveLock' AND l.granted";
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while app.sql(lock_held)? != "1" {
-        assert!(Instant::now() < deadline, "the lock was never taken");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let mut locker = lock_transactions(&app, 4).await?;
     let started = Instant::now();
     let r = app.client.post(app.url("/add?client_id=stuck&amount=1")).send().await?;
     let took = started.elapsed();
@@ -303,17 +310,7 @@ async fn gives_up_on_a_database_that_never_comes() -> TestResult {
 async fn sigterm_finishes_requests_in_flight_and_exits_zero() -> TestResult {
     let mut app = TestApp::start_with(&[("DATABASE_TIMEOUT_SECS", "20")])?;
     // Hold the table so that the inserts below wait inside the database.
-    let mut locker = shared().psql_background(
-        &app.db,
-        "BEGIN; LOCK TABLE transactions IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(3); COMMIT;",
-    )?;
-    let lock_held = "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
-                     WHERE c.relname = 'transactions' AND l.mode = 'AccessExclusiveLock' AND l.granted";
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while app.sql(lock_held)? != "1" {
-        assert!(Instant::now() < deadline, "the lock was never taken");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let mut locker = lock_transactions(&app, 3).await?;
     let in_flight: Vec<_> = (0..5)
         .map(|i| {
             let request = app.client.post(app.url(&format!("/add?client_id=inflight-{i}&amount=1"))).send();
