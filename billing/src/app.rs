@@ -79,13 +79,10 @@ impl App {
         }
         let waited = self.query_timeout.as_secs();
         log::warn!("{action}: no answer from the database within {waited}s; cancelling the statement");
-        let sent = tokio::time::timeout(CANCEL_GRACE, cancel.cancel_query(tokio_postgres::NoTls)).await;
-        if !matches!(sent, Ok(Ok(()))) {
-            let why = match sent {
-                Ok(Err(e)) => e.to_string(),
-                _ => format!("no connection within {}s", CANCEL_GRACE.as_secs()),
-            };
-            log::warn!("{action}: could not send the cancel request: {why}");
+        match tokio::time::timeout(CANCEL_GRACE, cancel.cancel_query(tokio_postgres::NoTls)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => log::warn!("{action}: could not send the cancel request: {e}"),
+            Err(_) => log::warn!("{action}: could not send the cancel request within {}s", CANCEL_GRACE.as_secs()),
         }
         match tokio::time::timeout(CANCEL_GRACE, &mut query).await {
             Ok(Ok(value)) => Ok(value),
