@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::db::{self, DbConn, DbPool};
 use crate::error::ApiError;
+use crate::metrics::{self, DbErrorKind};
 use crate::pipeline::{Pipelines, Shared};
 use crate::txlog::TxLog;
 
@@ -75,7 +76,7 @@ impl App {
     ) -> Result<T, ApiError> {
         let mut query = std::pin::pin!(query);
         if let Ok(result) = tokio::time::timeout(self.query_timeout, &mut query).await {
-            return result.map_err(|e| ApiError::from_query(action, &e));
+            return result.map_err(|e| ApiError::from_write(action, &e));
         }
         let waited = self.query_timeout.as_secs();
         log::warn!("{action}: no answer from the database within {waited}s; cancelling the statement");
@@ -86,15 +87,21 @@ impl App {
         }
         match tokio::time::timeout(CANCEL_GRACE, &mut query).await {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) if is_cancelled(&e) => Err(ApiError::unavailable(format!(
-                "the database did not answer within {waited}s while {action}; the statement was cancelled, so \
-                 nothing was recorded: it is safe to retry"
-            ))),
-            Ok(Err(e)) => Err(ApiError::from_query(action, &e)),
-            Err(_) => Err(ApiError::unavailable(format!(
-                "the database did not answer within {waited}s while {action}, nor to a cancel request; the write \
-                 may or may not be recorded: check before retrying"
-            ))),
+            Ok(Err(e)) if is_cancelled(&e) => {
+                metrics::database_error(DbErrorKind::Cancelled);
+                Err(ApiError::unavailable(format!(
+                    "the database did not answer within {waited}s while {action}; the statement was cancelled, so \
+                     nothing was recorded: it is safe to retry"
+                )))
+            }
+            Ok(Err(e)) => Err(ApiError::from_write(action, &e)),
+            Err(_) => {
+                metrics::database_error(DbErrorKind::OutcomeUnknown);
+                Err(ApiError::unavailable(format!(
+                    "the database did not answer within {waited}s while {action}, nor to a cancel request; the \
+                     write may or may not be recorded: check before retrying"
+                )))
+            }
         }
     }
 
@@ -107,6 +114,7 @@ impl App {
         match tokio::time::timeout(self.query_timeout, query).await {
             Ok(result) => result.map_err(|e| ApiError::from_query(action, &e)),
             Err(_) => {
+                metrics::database_error(DbErrorKind::Timeout);
                 log::warn!("{action}: no answer from the database within {:?}", self.query_timeout);
                 Err(ApiError::unavailable(format!(
                     "the database did not answer within {}s while {action}",

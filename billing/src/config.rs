@@ -23,6 +23,8 @@ pub struct Config {
     /// How long SIGTERM waits for in-flight requests before the process exits anyway.
     pub shutdown_timeout: Duration,
     pub log_file: Option<PathBuf>,
+    /// Record metrics and serve them at `GET /metrics` (`METRICS_ENABLED`, default true).
+    pub metrics_enabled: bool,
     /// Name written into each transaction-log line: the pod name in a StatefulSet.
     pub host_name: String,
 }
@@ -39,6 +41,7 @@ impl fmt::Debug for Config {
             .field("database_wait", &self.database_wait)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("log_file", &self.log_file)
+            .field("metrics_enabled", &self.metrics_enabled)
             .field("host_name", &self.host_name)
             .finish()
     }
@@ -117,6 +120,7 @@ impl Config {
             database_wait: Duration::from_secs(parse_number(&get, "DATABASE_WAIT_SECS", 120, 0, 86_400)?),
             shutdown_timeout: Duration::from_secs(parse_number(&get, "SHUTDOWN_TIMEOUT_SECS", 20, 0, 3_600)?),
             log_file: get("LOG_FILE").map(PathBuf::from),
+            metrics_enabled: parse_bool(&get, "METRICS_ENABLED", true)?,
             host_name,
         })
     }
@@ -175,6 +179,15 @@ fn parse_number(
     }
 }
 
+fn parse_bool(get: &impl Fn(&str) -> Option<String>, name: &str, default: bool) -> Result<bool, ConfigError> {
+    match get(name).as_deref().map(str::trim) {
+        None => Ok(default),
+        Some("true") => Ok(true),
+        Some("false") => Ok(false),
+        Some(other) => Err(ConfigError(format!("{name} must be true or false, got {other:?}"))),
+    }
+}
+
 /// `user@host:port/db`, for logs: everything an operator needs to recognise the target, and no password.
 pub fn describe_database(config: &tokio_postgres::Config) -> String {
     let host = config
@@ -217,6 +230,7 @@ mod tests {
         assert_eq!(c.database.get_keepalives_idle(), Duration::from_secs(30));
         assert_eq!(c.database_timeout, Duration::from_secs(5));
         assert_eq!(c.log_file, None);
+        assert!(c.metrics_enabled);
         assert_eq!(describe_database(&c.database), "billing@db:5432/billing");
         assert!(!c.host_name.is_empty());
         Ok(())
@@ -234,6 +248,15 @@ mod tests {
     fn percent_encoded_password_in_url_is_decoded() -> Result<(), ConfigError> {
         let c = config(&[("DATABASE_URL", "postgres://billing:a%40b@db/billing")])?;
         assert_eq!(c.database.get_password(), Some("a@b".as_bytes()));
+        Ok(())
+    }
+
+    #[test]
+    fn metrics_switch_takes_true_or_false_only() -> Result<(), ConfigError> {
+        let url = ("DATABASE_URL", "postgres://billing@db/billing");
+        assert!(!config(&[url, ("METRICS_ENABLED", "false")])?.metrics_enabled);
+        assert!(config(&[url, ("METRICS_ENABLED", "true")])?.metrics_enabled);
+        assert_eq!(error(&[url, ("METRICS_ENABLED", "off")]), "METRICS_ENABLED must be true or false, got \"off\"");
         Ok(())
     }
 

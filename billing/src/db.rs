@@ -15,6 +15,7 @@ use futures_util::FutureExt;
 
 use crate::config::{Config, describe_database};
 use crate::error::ApiError;
+use crate::metrics::{self, DbErrorKind};
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
@@ -119,14 +120,22 @@ pub async fn build_pool(config: &Config) -> Result<DbPool, String> {
 
 /// A connection for one request, or the 503 that says why there is none.
 pub async fn checkout(pool: &DbPool) -> Result<DbConn, ApiError> {
-    pool.get_owned().await.map_err(|e| match e {
-        RunError::TimedOut => ApiError::unavailable(
-            "no database connection became available in time; PostgreSQL may be down or overloaded",
-        ),
+    let waiting = metrics::Waiting::start();
+    let conn = pool.get_owned().await;
+    drop(waiting);
+    conn.map_err(|e| match e {
+        RunError::TimedOut => {
+            metrics::database_error(DbErrorKind::Timeout);
+            ApiError::unavailable(
+                "no database connection became available in time; PostgreSQL may be down or overloaded",
+            )
+        }
         RunError::User(PoolError::ConnectionError(e)) => {
+            metrics::database_error(DbErrorKind::Unavailable);
             ApiError::unavailable(format!("cannot connect to the database: {e}"))
         }
         RunError::User(PoolError::QueryError(e)) => {
+            metrics::database_error(DbErrorKind::Unavailable);
             ApiError::unavailable(format!("the database connection failed its check: {e}"))
         }
     })

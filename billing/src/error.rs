@@ -6,6 +6,8 @@ use serde::Serialize;
 use warp::http::StatusCode;
 use warp::reply::{Reply, Response};
 
+use crate::metrics::{self, DbErrorKind};
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
     pub status: StatusCode,
@@ -21,6 +23,9 @@ struct Body<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<&'a str>,
     message: &'a str,
+    /// The id also sent as `X-Request-Id`, so a user's error report leads to the log lines of that request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<&'a str>,
 }
 
 impl ApiError {
@@ -76,42 +81,65 @@ impl ApiError {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
 
-    /// Classifies a failed query. `action` says what was being done, e.g. "reading transaction 5".
+    /// Classifies a failed query and counts it. `action` says what was being done, e.g. "reading transaction 5".
     pub fn from_query(action: &str, err: &DieselError) -> Self {
+        Self::from_database(action, err, false)
+    }
+
+    /// As [`ApiError::from_query`], for a write: a lost connection leaves its outcome unknown.
+    pub fn from_write(action: &str, err: &DieselError) -> Self {
+        Self::from_database(action, err, true)
+    }
+
+    fn from_database(action: &str, err: &DieselError, write: bool) -> Self {
+        let (error, kind) = Self::classify(action, err, write);
+        if let Some(kind) = kind {
+            metrics::database_error(kind);
+        }
+        error
+    }
+
+    /// The answer for a failed query, and the kind of database error it counts as (`None` for a refusal of the
+    /// values, which is the client's error, and for a missing row).
+    fn classify(action: &str, err: &DieselError, write: bool) -> (Self, Option<DbErrorKind>) {
         match err {
-            DieselError::NotFound => Self::not_found(format!("not found while {action}")),
+            DieselError::NotFound => (Self::not_found(format!("not found while {action}")), None),
             DieselError::DatabaseError(kind, info) => {
                 let message = info.message();
                 if is_missing_table(message) {
                     log::error!("{action}: {message}");
-                    return Self::schema_missing(message);
+                    return (Self::schema_missing(message), Some(DbErrorKind::SchemaMissing));
                 }
                 match kind {
                     // No SQLSTATE: the socket failed (the server stopped, the network dropped the connection).
                     DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand => {
                         log::warn!("{action}: database connection lost: {message}");
-                        Self::unavailable(format!(
+                        let error = Self::unavailable(format!(
                             "the database connection was lost while {action}; a write may or may not have been \
                              recorded: check before retrying"
-                        ))
+                        ));
+                        (error, Some(if write { DbErrorKind::OutcomeUnknown } else { DbErrorKind::Unavailable }))
                     }
                     _ if is_server_going_away(message) => {
                         log::warn!("{action}: {message}");
-                        Self::unavailable(format!("the database is unavailable while {action}: {message}"))
+                        let error = Self::unavailable(format!("the database is unavailable while {action}: {message}"));
+                        (error, Some(DbErrorKind::Unavailable))
                     }
                     DatabaseErrorKind::CheckViolation | DatabaseErrorKind::NotNullViolation => {
-                        Self::bad_request(format!("the database refused the values: {message}"))
+                        (Self::bad_request(format!("the database refused the values: {message}")), None)
                     }
                     _ => {
                         log::error!("{action}: {message}");
-                        Self::internal(format!("database error while {action}: {message}"))
+                        let error = Self::internal(format!("database error while {action}: {message}"));
+                        (error, Some(DbErrorKind::Other))
                     }
                 }
             }
             other => {
                 // Protocol-level failures (a reset socket, a server that went away mid-query) surface here.
                 log::warn!("{action}: {other}");
-                Self::unavailable(format!("the database failed while {action}: {other}"))
+                let error = Self::unavailable(format!("the database failed while {action}: {other}"));
+                (error, Some(if write { DbErrorKind::OutcomeUnknown } else { DbErrorKind::Unavailable }))
             }
         }
     }
@@ -142,7 +170,13 @@ impl std::error::Error for ApiError {}
 
 impl Reply for ApiError {
     fn into_response(self) -> Response {
-        let body = Body { error: self.code, field: self.field, message: &self.message };
+        let request_id = crate::request_id::current();
+        let body = Body {
+            error: self.code,
+            field: self.field,
+            message: &self.message,
+            request_id: request_id.as_ref().map(|id| id.as_str()),
+        };
         warp::reply::with_status(warp::reply::json(&body), self.status).into_response()
     }
 }

@@ -10,6 +10,7 @@ use warp::reply::{Reply, Response};
 
 use crate::app::App;
 use crate::error::ApiError;
+use crate::metrics;
 use crate::models::Transaction;
 use crate::schema::transactions;
 use crate::validation::{self, Body};
@@ -51,6 +52,19 @@ pub async fn readyz(app: App) -> Response {
     )
 }
 
+/// `GET /metrics`: the Prometheus text exposition, or 404 when `METRICS_ENABLED=false`.
+pub async fn metrics(app: App) -> Response {
+    match metrics::render(&app.pool) {
+        Some(text) => warp::reply::with_header(
+            warp::reply::with_status(text, StatusCode::OK),
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )
+        .into_response(),
+        None => ApiError::not_found("metrics are off in this process (METRICS_ENABLED=false)").into_response(),
+    }
+}
+
 /// `POST /add`: fields from the query string (as the original app) or a JSON or form body.
 pub async fn add(
     app: App,
@@ -59,43 +73,47 @@ pub async fn add(
     accept: Option<String>,
     body: impl Stream<Item = Result<impl Buf, warp::Error>> + Unpin,
 ) -> Response {
-    respond(
-        async {
-            let body = read_body(body).await?;
-            let new = validation::parse_add(&query, Body { content_type: content_type.as_deref(), bytes: &body })?;
-            let mut conn = app.connection().await?;
-            let cancel = conn.cancel_token();
-            // `get_results`, not `get_result`: the latter resolves on the first row, which PostgreSQL sends before
-            // the implicit transaction commits (at Sync). Reading the stream to its end waits for ReadyForQuery,
-            // which comes only after the commit is durable, so a 201 always means the row is stored.
-            let created: Vec<Transaction> = app
-                .bounded_write(
-                    "adding a transaction",
-                    cancel,
-                    diesel::insert_into(transactions::table)
-                        .values(&new)
-                        .returning(Transaction::as_returning())
-                        .get_results(&mut conn),
-                )
-                .await?;
-            let created = created
-                .into_iter()
-                .next()
-                .ok_or_else(|| ApiError::internal("the database returned no row for the inserted transaction"))?;
-            drop(conn);
-            if let Some(txlog) = &app.txlog {
-                txlog.append(&created).await;
-            }
-            let location = format!("/get/{}", created.id);
-            let reply = if wants_json(accept.as_deref()) {
-                warp::reply::with_status(warp::reply::json(&created), StatusCode::CREATED).into_response()
-            } else {
-                text(StatusCode::CREATED, format!("Transaction added. transaction id={}", created.id))
-            };
-            Ok(warp::reply::with_header(reply, header::LOCATION, location).into_response())
+    let result: Result<Response, ApiError> = async {
+        let body = read_body(body).await?;
+        let new = validation::parse_add(&query, Body { content_type: content_type.as_deref(), bytes: &body })?;
+        let mut conn = app.connection().await?;
+        let cancel = conn.cancel_token();
+        // `get_results`, not `get_result`: the latter resolves on the first row, which PostgreSQL sends before
+        // the implicit transaction commits (at Sync). Reading the stream to its end waits for ReadyForQuery,
+        // which comes only after the commit is durable, so a 201 always means the row is stored.
+        let created: Vec<Transaction> = app
+            .bounded_write(
+                "adding a transaction",
+                cancel,
+                diesel::insert_into(transactions::table)
+                    .values(&new)
+                    .returning(Transaction::as_returning())
+                    .get_results(&mut conn),
+            )
+            .await?;
+        let created = created
+            .into_iter()
+            .next()
+            .ok_or_else(|| ApiError::internal("the database returned no row for the inserted transaction"))?;
+        drop(conn);
+        if let Some(txlog) = &app.txlog {
+            txlog.append(&created).await;
         }
-        .await,
-    )
+        let location = format!("/get/{}", created.id);
+        let reply = if wants_json(accept.as_deref()) {
+            warp::reply::with_status(warp::reply::json(&created), StatusCode::CREATED).into_response()
+        } else {
+            text(StatusCode::CREATED, format!("Transaction added. transaction id={}", created.id))
+        };
+        Ok(warp::reply::with_header(reply, header::LOCATION, location).into_response())
+    }
+    .await;
+    match &result {
+        Ok(_) => metrics::payment_created(),
+        Err(e) if e.status.is_client_error() => metrics::payment_refused(e.code),
+        Err(_) => {}
+    }
+    respond(result)
 }
 
 async fn read_body(mut body: impl Stream<Item = Result<impl Buf, warp::Error>> + Unpin) -> Result<Bytes, ApiError> {

@@ -7,10 +7,14 @@ pub mod error;
 pub mod getall;
 pub mod handlers;
 pub mod healthcheck;
+pub mod logging;
+pub mod metrics;
 pub mod models;
 pub mod pipeline;
+pub mod request_id;
 pub mod router;
 pub mod schema;
+pub mod server;
 pub mod shutdown;
 pub mod txlog;
 pub mod validation;
@@ -29,6 +33,9 @@ pub async fn run(config: Config) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(config.listen_addr)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen_addr))?;
+    if config.metrics_enabled {
+        metrics::install(config.pool_size, config.log_file.is_some())?;
+    }
     let pool = db::build_pool(&config).await?;
     let txlog = config.log_file.clone().map(|path| TxLog::new(path, config.host_name.clone()));
     let reads = (config.read_connections > 0)
@@ -48,7 +55,7 @@ pub async fn run(config: Config) -> Result<(), String> {
     // The bound address, not the configured one: with port 0 this is how a caller learns the port.
     let bound = listener.local_addr().map_err(|e| format!("cannot read the listening address: {e}"))?;
     log::info!("billing {} listening on {bound}", env!("CARGO_PKG_VERSION"));
-    let server = tokio::spawn(warp::serve(router::routes(app.clone())).incoming(listener).graceful(graceful).run());
+    let server = tokio::spawn(server::serve(listener, warp::service(router::routes(app.clone())), graceful));
 
     let startup = tokio::select! {
         result = start(&config, &app) => match result {

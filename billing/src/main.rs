@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use billing::config::Config;
-use billing::healthcheck;
+use billing::{healthcheck, logging};
 
 const USAGE: &str = "\
 usage: billing                 serve the API (configured by environment variables, see README)
@@ -35,7 +35,13 @@ fn main() -> ExitCode {
 }
 
 fn serve() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    match logging::Format::from_env_value(std::env::var("LOG_FORMAT").ok().as_deref()) {
+        Ok(format) => logging::init(format),
+        Err(e) => {
+            eprintln!("billing: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let config = match Config::from_env() {
         Ok(config) => config,
         Err(e) => {

@@ -15,6 +15,7 @@ use diesel_async::AsyncPgConnection;
 
 use crate::config::describe_database;
 use crate::error::ApiError;
+use crate::metrics::{self, DbErrorKind};
 
 /// One shared connection. Cloning is cheap; the connection closes when the last clone is dropped.
 #[derive(Clone)]
@@ -89,6 +90,7 @@ impl Pipelines {
         // An attempt that failed while this request waited is its answer too: with the database down, requests
         // queued on a slot fail together instead of each spending a connect timeout in turn.
         if let Some(failure) = last_failure.as_ref().filter(|f| f.at >= asked) {
+            metrics::database_error(DbErrorKind::Unavailable);
             return Err(ApiError::unavailable(failure.message.clone()));
         }
         match tokio::time::timeout(self.connect_timeout, open(&self.database)).await {
@@ -107,6 +109,7 @@ impl Pipelines {
                     ),
                 };
                 slot.set(None);
+                metrics::database_error(DbErrorKind::Unavailable);
                 *last_failure = Some(Failure { at: Instant::now(), message: message.clone() });
                 Err(ApiError::unavailable(message))
             }

@@ -1,4 +1,4 @@
-//! Routes, the access log, and the JSON 404/405 for everything else.
+//! Routes, and the JSON 404/405 for everything else. Request ids, metrics and the access log are `server.rs`'s.
 //!
 //! Each route matches its path before its method, so a known path with the wrong method is told which methods it
 //! has (405 with `Allow`), and only an unknown path is a 404.
@@ -22,6 +22,7 @@ pub fn routes(app: App) -> impl Filter<Extract = (impl Reply,), Error = Infallib
     let ping = warp::path!("ping").and(warp::get()).then(handlers::ping);
     let healthz = warp::path!("healthz").and(warp::get()).then(handlers::healthz);
     let readyz = warp::path!("readyz").and(warp::get()).and(with_app.clone()).then(handlers::readyz);
+    let metrics = warp::path!("metrics").and(warp::get()).and(with_app.clone()).then(handlers::metrics);
     let get_all = warp::path!("getall").and(warp::get()).and(with_app.clone()).and(raw_query).then(getall::getall);
     let get_one = warp::path!("get" / String).and(warp::get()).and(with_app.clone()).then(handlers::get);
     let add = warp::path!("add")
@@ -39,6 +40,8 @@ pub fn routes(app: App) -> impl Filter<Extract = (impl Reply,), Error = Infallib
         .unify()
         .or(readyz)
         .unify()
+        .or(metrics)
+        .unify()
         .or(get_all)
         .unify()
         .or(get_one)
@@ -47,13 +50,12 @@ pub fn routes(app: App) -> impl Filter<Extract = (impl Reply,), Error = Infallib
         .unify()
         .or(fallback)
         .unify()
-        .with(warp::log::custom(access_log))
 }
 
 /// The methods each known path answers to.
 fn allowed_methods(path: &str) -> Option<&'static str> {
     match path {
-        "/ping" | "/healthz" | "/readyz" | "/getall" => Some("GET"),
+        "/ping" | "/healthz" | "/readyz" | "/metrics" | "/getall" => Some("GET"),
         "/add" => Some("POST"),
         p if p.strip_prefix("/get/").is_some_and(|id| !id.is_empty() && !id.contains('/')) => Some("GET"),
         _ => None,
@@ -71,19 +73,8 @@ fn fallback(method: Method, path: FullPath) -> Response {
         .into_response(),
         None => ApiError::not_found(format!(
             "no route for {method} {path}; the API is GET /ping, GET /getall, GET /get/<id>, POST /add, \
-             GET /healthz, GET /readyz"
+             GET /healthz, GET /readyz, GET /metrics"
         ))
         .into_response(),
     }
-}
-
-fn access_log(info: warp::log::Info<'_>) {
-    log::info!(
-        target: "billing::access",
-        "{} {} {} {:.3}ms",
-        info.method(),
-        info.path(),
-        info.status().as_u16(),
-        info.elapsed().as_secs_f64() * 1000.0
-    );
 }

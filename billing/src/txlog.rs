@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::oneshot;
 
+use crate::metrics;
 use crate::models::Transaction;
 
 #[derive(Clone)]
@@ -58,7 +59,9 @@ impl Drop for Writer {
     fn drop(&mut self) {
         if !self.finished {
             let mut queue = self.inner.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            metrics::txlog_dropped(queue.lines.len());
             queue.lines.clear();
+            metrics::txlog_queued(0);
             queue.writing = false;
         }
     }
@@ -107,6 +110,7 @@ impl TxLog {
         let start_writer = {
             let mut queue = self.inner.queue.lock().unwrap_or_else(PoisonError::into_inner);
             queue.lines.push((line, done_tx));
+            metrics::txlog_queued(queue.lines.len());
             !std::mem::replace(&mut queue.writing, true)
         };
         if start_writer {
@@ -137,6 +141,7 @@ impl Inner {
                     queue.writing = false;
                     return;
                 }
+                metrics::txlog_queued(0);
                 std::mem::take(&mut queue.lines)
             };
             let mut bytes = Vec::with_capacity(batch.iter().map(|(line, _)| line.len()).sum());
@@ -144,6 +149,11 @@ impl Inner {
                 bytes.extend_from_slice(line.as_bytes());
             }
             let result = self.write_line(&bytes).map_err(|e| e.to_string());
+            if result.is_ok() {
+                metrics::txlog_written(batch.len());
+            } else {
+                metrics::txlog_failed(batch.len());
+            }
             for (_, done) in batch {
                 // The request may have gone (its client disconnected); the line is written all the same.
                 let _ = done.send(result.clone());

@@ -136,9 +136,13 @@ async fn get_by_id_and_its_errors() -> TestResult {
         (json!(1), json!("1"), json!(1000))
     );
 
-    let r = app.client.get(app.url("/get/2")).send().await?;
+    // The error body names the request's id, the client's own when it sent one.
+    let r = app.client.get(app.url("/get/2")).header("X-Request-Id", "get-2.test").send().await?;
     assert_eq!((r.status(), content_type(&r)), (StatusCode::NOT_FOUND, "application/json".into()));
-    assert_eq!(r.json::<Value>().await?, json!({"error": "not_found", "message": "transaction 2 does not exist"}));
+    assert_eq!(
+        r.json::<Value>().await?,
+        json!({"error": "not_found", "message": "transaction 2 does not exist", "request_id": "get-2.test"})
+    );
 
     for bad in ["abc", "1.5", "99999999999999999999"] {
         let r = app.client.get(app.url(&format!("/get/{bad}"))).send().await?;

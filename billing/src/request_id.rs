@@ -1,0 +1,91 @@
+//! The id that ties a request's response, its error body and its log lines together.
+//!
+//! Taken from the client's `X-Request-Id` when it is a sensible token (so a caller or a proxy can follow its own id
+//! through billing's logs), generated otherwise. It is set for the whole handling of one request as a task-local,
+//! so error bodies and log lines read it without every function passing it along.
+
+use std::sync::Arc;
+
+use warp::http::{HeaderMap, HeaderValue};
+
+pub const HEADER: &str = "x-request-id";
+
+/// Longest client-supplied id kept; longer ones are replaced, not truncated, so an id is never silently altered.
+pub const MAX_LEN: usize = 128;
+
+tokio::task_local! {
+    static CURRENT: RequestId;
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestId(Arc<str>);
+
+impl RequestId {
+    /// The client's id if it is 1 to [`MAX_LEN`] characters of `A-Z a-z 0-9 - _ . :`, else a new UUID. The
+    /// character set keeps ids safe to print in a log line or a JSON string without escaping.
+    pub fn from_headers(headers: &HeaderMap) -> Self {
+        headers
+            .get(HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| is_valid(v))
+            .map_or_else(Self::generate, |v| RequestId(Arc::from(v)))
+    }
+
+    pub fn generate() -> Self {
+        RequestId(Arc::from(uuid::Uuid::new_v4().to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn header_value(&self) -> HeaderValue {
+        // Only valid ids are kept or generated, and they are visible ASCII; the fallback is unreachable in practice.
+        HeaderValue::from_str(&self.0).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+    }
+
+    /// Runs `fut` with this id as the current one.
+    pub async fn scope<F: Future>(self, fut: F) -> F::Output {
+        CURRENT.scope(self, fut).await
+    }
+}
+
+pub fn is_valid(id: &str) -> bool {
+    (1..=MAX_LEN).contains(&id.len())
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+/// The id of the request being handled on this task, if any.
+pub fn current() -> Option<RequestId> {
+    CURRENT.try_with(Clone::clone).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(value: &[u8]) -> Result<RequestId, String> {
+        let mut headers = HeaderMap::new();
+        headers.insert(HEADER, HeaderValue::from_bytes(value).map_err(|e| e.to_string())?);
+        Ok(RequestId::from_headers(&headers))
+    }
+
+    #[test]
+    fn a_sensible_client_id_is_kept() -> Result<(), String> {
+        assert_eq!(with(b"abc-123_x.y:z")?.as_str(), "abc-123_x.y:z");
+        let longest = "a".repeat(MAX_LEN);
+        assert_eq!(with(longest.as_bytes())?.as_str(), longest);
+        Ok(())
+    }
+
+    #[test]
+    fn anything_else_gets_a_fresh_uuid() -> Result<(), String> {
+        for bad in [&b"two words"[..], b"quote\"", b"{\"a\":1}", "é".as_bytes()] {
+            let id = with(bad)?;
+            assert_eq!(id.as_str().len(), 36, "{bad:?} was kept as {id:?}");
+            assert!(is_valid(id.as_str()));
+        }
+        assert_eq!(with("a".repeat(MAX_LEN + 1).as_bytes())?.as_str().len(), 36);
+        Ok(())
+    }
+}
