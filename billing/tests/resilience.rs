@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use billing_testkit::{PgOptions, PgServer, ServiceProcess, StopMode, shared, unique_name};
-use common::{BIN, READY_TIMEOUT, TestApp, TestResult, client};
+use common::{BIN, READY_TIMEOUT, TestApp, TestResult, client, lock_transactions};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -19,23 +19,6 @@ struct Outcomes {
     unavailable: usize,
     slowest: Duration,
     other: Vec<String>,
-}
-
-/// Holds an exclusive lock on the app's `transactions` table for `seconds` from a psql session, so that writes wait
-/// inside the database; returns once the lock is granted. Wait on the returned child to know it was released.
-async fn lock_transactions(app: &TestApp, seconds: u32) -> Result<std::process::Child, Box<dyn std::error::Error>> {
-    let locker = shared().psql_background(
-        &app.db,
-        &format!("BEGIN; LOCK TABLE transactions IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep({seconds}); COMMIT;"),
-    )?;
-    let lock_held = "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
-                     WHERE c.relname = 'transactions' AND l.mode = 'AccessExclusiveLock' AND l.granted";
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while app.sql(lock_held)? != "1" {
-        assert!(Instant::now() < deadline, "the lock was never taken");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Ok(locker)
 }
 
 /// PostgreSQL stops (as in a crash) while requests flow, then comes back on the same data directory: the service

@@ -2,7 +2,7 @@
 //! its own `billing` process, so tests run in parallel without seeing each other's rows.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use billing_testkit::{ServiceProcess, shared, unique_name};
 
@@ -98,4 +98,21 @@ pub fn parse_log_line(line: &str) -> Result<LogLine, String> {
     let (client, amount) = rest.rsplit_once(", amount ").ok_or_else(bad)?;
     let amount = amount.parse().map_err(|_| bad())?;
     Ok(LogLine { time: time.into(), host: host.into(), client: client.into(), amount })
+}
+
+/// Holds an exclusive lock on the app's `transactions` table for `seconds` from a psql session, so that writes wait
+/// inside the database; returns once the lock is granted. Wait on the returned child to know it was released.
+pub async fn lock_transactions(app: &TestApp, seconds: u32) -> Result<std::process::Child, Box<dyn std::error::Error>> {
+    let locker = shared().psql_background(
+        &app.db,
+        &format!("BEGIN; LOCK TABLE transactions IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep({seconds}); COMMIT;"),
+    )?;
+    let lock_held = "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+                     WHERE c.relname = 'transactions' AND l.mode = 'AccessExclusiveLock' AND l.granted";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.sql(lock_held)? != "1" {
+        assert!(Instant::now() < deadline, "the lock was never taken");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(locker)
 }
