@@ -21,6 +21,19 @@ CASES = {
             "networkPolicy.enabled": "true",
         },
     },
+    "task1-metrics-all-on": {
+        "values": ("task1.yaml",),
+        "sets": {"metrics.serviceMonitor.enabled": "true", "metrics.dashboard.enabled": "true"},
+    },
+    "task2-metrics-all-on": {
+        "values": ("task2.yaml",),
+        "sets": {
+            "metrics.serviceMonitor.enabled": "true",
+            "metrics.serviceMonitor.labels.release": "prometheus",
+            "metrics.dashboard.enabled": "true",
+        },
+    },
+    "metrics-off": {"values": ("task2.yaml",), "sets": {"metrics.enabled": "false"}},
     "no-storageclass-no-service": {
         "values": ("task2.yaml",),
         "sets": {"storageClass.create": "false", "service.enabled": "false", "networkPolicy.enabled": "true"},

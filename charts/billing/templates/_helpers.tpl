@@ -213,6 +213,75 @@ the helm test, a migration and an operator's psql.
 {{- end -}}
 
 {{/*
+Metrics. The billing pods' annotations: podAnnotations over the chart's
+prometheus.io/* scrape annotations (metrics.scrapeAnnotations), so a key the
+user sets wins. Printed as YAML ("{}" when there are none).
+*/}}
+{{- define "billing.podAnnotations" -}}
+{{- $annotations := dict -}}
+{{- if and .Values.metrics.enabled .Values.metrics.scrapeAnnotations -}}
+{{- $_ := set $annotations "prometheus.io/scrape" "true" -}}
+{{- $_ := set $annotations "prometheus.io/port" (toString (int .Values.config.port)) -}}
+{{- $_ := set $annotations "prometheus.io/path" "/metrics" -}}
+{{- end -}}
+{{- merge (deepCopy (.Values.podAnnotations | default dict)) $annotations | toYaml -}}
+{{- end -}}
+
+{{/*
+A Prometheus duration (1m30s, 500ms, 2h) in milliseconds; the schema has
+already checked its form.
+*/}}
+{{- define "billing.durationMs" -}}
+{{- $ms := 0 -}}
+{{- $units := dict "ms" 1 "s" 1000 "m" 60000 "h" 3600000 "d" 86400000 "w" 604800000 "y" 31536000000 -}}
+{{- range regexFindAll "[0-9]+(ms|[smhdwy])" . -1 -}}
+{{- $unit := regexReplaceAll "^[0-9]+" . "" -}}
+{{- $ms = add $ms (mul (regexReplaceAll "[a-z]+$" . "" | int64) (index $units $unit)) -}}
+{{- end -}}
+{{- $ms -}}
+{{- end -}}
+
+{{/*
+The Service a ServiceMonitor scrapes through carries this label, so that the
+ServiceMonitor selects exactly one Service and every pod is scraped once: in
+StatefulSet mode the ClusterIP Service and the headless Service select the
+same pods.
+*/}}
+{{- define "billing.metricsTargetLabel" -}}
+billing/metrics-target: "true"
+{{- end -}}
+
+{{/* Refuses metrics settings that cannot work together, saying which value to change. */}}
+{{- define "billing.checkMetrics" -}}
+{{- $m := .Values.metrics -}}
+{{- if and $m.serviceMonitor.enabled (not $m.enabled) -}}
+{{- fail "\n\nmetrics.serviceMonitor.enabled is true but metrics.enabled is false: billing would answer /metrics with 404 (METRICS_ENABLED=false) and every scrape would fail.\nSet metrics.enabled=true, or metrics.serviceMonitor.enabled=false.\n" -}}
+{{- end -}}
+{{- if and $m.dashboard.enabled (not $m.enabled) -}}
+{{- fail "\n\nmetrics.dashboard.enabled is true but metrics.enabled is false: billing would export no metrics and every panel of the dashboard would stay empty.\nSet metrics.enabled=true, or metrics.dashboard.enabled=false.\n" -}}
+{{- end -}}
+{{- if and $m.serviceMonitor.enabled (eq .Values.workload.kind "Deployment") (not .Values.service.enabled) -}}
+{{- fail "\n\nmetrics.serviceMonitor.enabled is true but service.enabled is false: in Deployment mode the ServiceMonitor scrapes the pods through the ClusterIP Service, and there is none.\nSet service.enabled=true, or scrape by pod annotations instead (metrics.scrapeAnnotations=true, metrics.serviceMonitor.enabled=false).\n" -}}
+{{- end -}}
+{{- if $m.serviceMonitor.enabled -}}
+{{- range $key := list "interval" "scrapeTimeout" -}}
+{{- $v := index $m.serviceMonitor $key -}}
+{{- if not (regexMatch "^(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?$" $v) -}}
+{{- fail (printf "\n\nmetrics.serviceMonitor.%s is %q, which Prometheus does not read as a duration: give each unit at most once, from the largest to the smallest (y, w, d, h, m, s, ms), e.g. 1m30s.\n" $key $v) -}}
+{{- end -}}
+{{- end -}}
+{{- $interval := include "billing.durationMs" $m.serviceMonitor.interval | int64 -}}
+{{- $timeout := include "billing.durationMs" $m.serviceMonitor.scrapeTimeout | int64 -}}
+{{- if le $interval 0 -}}
+{{- fail (printf "\n\nmetrics.serviceMonitor.interval is %q, which is no time at all; give a duration such as 30s.\n" $m.serviceMonitor.interval) -}}
+{{- end -}}
+{{- if gt $timeout $interval -}}
+{{- fail (printf "\n\nmetrics.serviceMonitor.scrapeTimeout (%s) is longer than metrics.serviceMonitor.interval (%s): Prometheus refuses a scrape timeout greater than the scrape interval.\nLower scrapeTimeout or raise interval.\n" $m.serviceMonitor.scrapeTimeout $m.serviceMonitor.interval) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
 The billing pod template, shared by the Deployment and the StatefulSet so the
 two modes cannot drift apart. Usage: include "billing.podTemplate" (dict
 "root" $ "logVolume" "claim"|"emptyDir")
@@ -227,7 +296,7 @@ metadata:
     {{- with .Values.podLabels }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
-  {{- with .Values.podAnnotations }}
+  {{- with include "billing.podAnnotations" . | fromYaml }}
   annotations:
     {{- toYaml . | nindent 4 }}
   {{- end }}
@@ -271,6 +340,8 @@ spec:
           value: {{ .Values.config.databaseTimeoutSecs | quote }}
         - name: RUST_LOG
           value: {{ .Values.config.rustLog | quote }}
+        - name: METRICS_ENABLED
+          value: {{ .Values.metrics.enabled | quote }}
         {{- if .Values.logs.enabled }}
         - name: LOG_FILE
           value: {{ .Values.logs.file | quote }}
