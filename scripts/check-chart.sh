@@ -5,16 +5,22 @@
 #
 #   scripts/check-chart.sh
 #
-#  - helm lint --strict: default, task1 and task2 values, Helm 3 and Helm 4
-#  - helm template of default/task1/task2/kind (Helm 3 and Helm 4) and of every
-#    combination of the chart's six switches (Helm 3), validated by
-#    kubernetes-validate --strict against the oldest and newest supported
-#    Kubernetes
+#  - helm lint --strict: default, task1 and task2 values, and both tasks with the
+#    ServiceMonitor and the dashboard on, Helm 3 and Helm 4
+#  - helm template of default/task1/task2/kind and of both tasks with every
+#    metrics object on (Helm 3 and Helm 4) and of every combination of the
+#    chart's six switches (Helm 3), validated by kubernetes-validate --strict
+#    against the oldest and newest supported Kubernetes (it knows no CRDs and
+#    warns about the ServiceMonitor: tests/chart/test_servicemonitor_crd.py
+#    checks that one against the Prometheus Operator's CRD schema)
 #  - checkov over the rendered manifests (skips: tests/chart/checkov.yaml)
 #  - hadolint on the Dockerfile
 #  - yamllint on the values files, the checkov settings and the workflows
 #  - shellcheck on every shell script in the repository
 #  - actionlint and zizmor on .github/workflows
+#  - the debug build of billing and billing-tempdb (cargo) and Debian's
+#    PostgreSQL, which tests/chart/test_dashboard.py runs to scrape the real
+#    /metrics; Go builds its PromQL parser and fetches the ServiceMonitor CRD
 #  - the chart unit suite, tests/chart (pytest), last, so that its summary
 #    line closes the output
 set -euo pipefail
@@ -52,6 +58,10 @@ done
 for tool in kubernetes-validate checkov hadolint yamllint shellcheck zizmor pytest; do
     [ -x "$VENV_BIN/$tool" ] || die "$VENV_BIN/$tool is missing after install-tools.sh"
 done
+# The metrics checks need Go (the PromQL parser, the CRD module) and cargo (billing itself).
+command -v go >/dev/null || die "go is not on PATH: tests/chart builds its PromQL parser and fetches the ServiceMonitor CRD with Go"
+command -v cargo >/dev/null || die "cargo is not on PATH: tests/chart/test_dashboard.py scrapes the real billing binary"
+METRICS_ON=(--set metrics.serviceMonitor.enabled=true --set metrics.dashboard.enabled=true)
 # Helm must not see a cluster or the user's Helm settings while checking.
 HELM_HOME=$(mktemp -d)
 RENDERED=$(mktemp -d)
@@ -64,6 +74,8 @@ for helm in helm3 helm4; do
     run "$helm" lint --strict "$CHART"
     run "$helm" lint --strict "$CHART" -f values/task1.yaml
     run "$helm" lint --strict "$CHART" -f values/task2.yaml
+    run "$helm" lint --strict "$CHART" -f values/task1.yaml "${METRICS_ON[@]}"
+    run "$helm" lint --strict "$CHART" -f values/task2.yaml "${METRICS_ON[@]}"
 done
 
 section "helm template of every values combination"
@@ -78,12 +90,14 @@ render() { # render HELM NAME ARGS...
 }
 count=0
 for helm in helm3 helm4; do
-    printf '[check-chart] $ %s template billing %s -f values/... (default, task1, task2, task2+kind)\n' "$helm" "$CHART"
+    printf '[check-chart] $ %s template billing %s -f values/... (default, task1, task2, task2+kind, task1/task2 + metrics objects)\n' "$helm" "$CHART"
     render "$helm" default
     render "$helm" task1 -f values/task1.yaml
     render "$helm" task2 -f values/task2.yaml
     render "$helm" task2-kind -f values/task2.yaml -f values/kind.yaml
-    count=$((count + 4))
+    render "$helm" task1-metrics -f values/task1.yaml "${METRICS_ON[@]}"
+    render "$helm" task2-metrics -f values/task2.yaml "${METRICS_ON[@]}"
+    count=$((count + 6))
 done
 # The combinations with Helm 3 only: tests/chart/test_helms.py checks that
 # Helm 3 and Helm 4 render the same objects.
@@ -144,6 +158,10 @@ section "actionlint and zizmor"
 run actionlint -no-color
 # --offline: no GitHub API calls (no network here); the audits that need it are skipped.
 run zizmor --offline --no-progress .github/workflows
+
+section "billing binaries and PostgreSQL for the dashboard's metric-name check"
+run bash scripts/install-postgres.sh
+run cargo build --locked -p billing -p billing-testkit --bins
 
 section "chart unit suite (pytest)"
 run pytest -p no:cacheprovider -q tests/chart
