@@ -27,13 +27,23 @@ pub struct App {
     pub txlog: Option<TxLog>,
     /// Bound on any single query, so a database that stops answering yields a 503 instead of a hung request.
     pub query_timeout: Duration,
+    /// Bound on receiving a request body (`BODY_READ_TIMEOUT_SECS`), so a client that stops sending mid-body is
+    /// answered 408 instead of holding its request open.
+    pub body_timeout: Duration,
     /// Set once the database answered and the migrations ran; until then data endpoints answer 503.
     started: Arc<AtomicBool>,
 }
 
 impl App {
-    pub fn new(pool: DbPool, reads: Option<Pipelines>, txlog: Option<TxLog>, query_timeout: Duration) -> Self {
-        App { pool, reads: reads.map(Arc::new), txlog, query_timeout, started: Arc::new(AtomicBool::new(false)) }
+    pub fn new(
+        pool: DbPool,
+        reads: Option<Pipelines>,
+        txlog: Option<TxLog>,
+        query_timeout: Duration,
+        body_timeout: Duration,
+    ) -> Self {
+        let started = Arc::new(AtomicBool::new(false));
+        App { pool, reads: reads.map(Arc::new), txlog, query_timeout, body_timeout, started }
     }
 
     pub fn mark_started(&self) {

@@ -25,6 +25,8 @@ pub struct Config {
     pub log_file: Option<PathBuf>,
     /// Record metrics and serve them at `GET /metrics` (`METRICS_ENABLED`, default true).
     pub metrics_enabled: bool,
+    /// What one client may take from the server: see [`crate::server::Limits`].
+    pub limits: crate::server::Limits,
     /// Name written into each transaction-log line: the pod name in a StatefulSet.
     pub host_name: String,
 }
@@ -42,6 +44,7 @@ impl fmt::Debug for Config {
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("log_file", &self.log_file)
             .field("metrics_enabled", &self.metrics_enabled)
+            .field("limits", &self.limits)
             .field("host_name", &self.host_name)
             .finish()
     }
@@ -121,6 +124,14 @@ impl Config {
             shutdown_timeout: Duration::from_secs(parse_number(&get, "SHUTDOWN_TIMEOUT_SECS", 20, 0, 3_600)?),
             log_file: get("LOG_FILE").map(PathBuf::from),
             metrics_enabled: parse_bool(&get, "METRICS_ENABLED", true)?,
+            limits: crate::server::Limits {
+                header_read_timeout: Duration::from_secs(parse_number(&get, "HEADER_READ_TIMEOUT_SECS", 10, 1, 300)?),
+                body_read_timeout: Duration::from_secs(parse_number(&get, "BODY_READ_TIMEOUT_SECS", 10, 1, 300)?),
+                max_header_bytes: usize::try_from(parse_number(&get, "MAX_HEADER_BYTES", 16_384, 8_192, 1_048_576)?)
+                    .map_err(|e| ConfigError(e.to_string()))?,
+                max_connections: usize::try_from(parse_number(&get, "MAX_CONNECTIONS", 10_000, 16, 1_000_000)?)
+                    .map_err(|e| ConfigError(e.to_string()))?,
+            },
             host_name,
         })
     }
@@ -231,6 +242,10 @@ mod tests {
         assert_eq!(c.database_timeout, Duration::from_secs(5));
         assert_eq!(c.log_file, None);
         assert!(c.metrics_enabled);
+        assert_eq!(c.limits.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.limits.body_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.limits.max_header_bytes, 16_384);
+        assert_eq!(c.limits.max_connections, 10_000);
         assert_eq!(describe_database(&c.database), "billing@db:5432/billing");
         assert!(!c.host_name.is_empty());
         Ok(())

@@ -53,6 +53,14 @@ impl ApiError {
         )
     }
 
+    pub fn request_timeout(limit: std::time::Duration) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!("the request body did not arrive within {}s", limit.as_secs()),
+        )
+    }
+
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
@@ -177,6 +185,14 @@ impl Reply for ApiError {
             message: &self.message,
             request_id: request_id.as_ref().map(|id| id.as_str()),
         };
-        warp::reply::with_status(warp::reply::json(&body), self.status).into_response()
+        let mut response = warp::reply::with_status(warp::reply::json(&body), self.status).into_response();
+        // The rest of the body was never read, so the connection cannot carry another request: say so, and hyper
+        // closes it after this answer instead of waiting for the rest.
+        if matches!(self.status, StatusCode::REQUEST_TIMEOUT | StatusCode::PAYLOAD_TOO_LARGE) {
+            response
+                .headers_mut()
+                .insert(warp::http::header::CONNECTION, warp::http::HeaderValue::from_static("close"));
+        }
+        response
     }
 }

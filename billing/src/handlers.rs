@@ -74,7 +74,9 @@ pub async fn add(
     body: impl Stream<Item = Result<impl Buf, warp::Error>> + Unpin,
 ) -> Response {
     let result: Result<Response, ApiError> = async {
-        let body = read_body(body).await?;
+        let body = tokio::time::timeout(app.body_timeout, read_body(body))
+            .await
+            .map_err(|_| ApiError::request_timeout(app.body_timeout))??;
         let new = validation::parse_add(&query, Body { content_type: content_type.as_deref(), bytes: &body })?;
         let mut conn = app.connection().await?;
         let cancel = conn.cancel_token();

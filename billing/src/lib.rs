@@ -40,7 +40,7 @@ pub async fn run(config: Config) -> Result<(), String> {
     let txlog = config.log_file.clone().map(|path| TxLog::new(path, config.host_name.clone()));
     let reads = (config.read_connections > 0)
         .then(|| pipeline::Pipelines::new(config.read_connections, config.database.clone(), config.database_timeout));
-    let app = App::new(pool, reads, txlog, config.database_timeout);
+    let app = App::new(pool, reads, txlog, config.database_timeout, config.limits.body_read_timeout);
 
     // Either a signal or a failed start-up ends the server; `stop` carries the latter to the graceful future.
     let (stop_tx, mut stop_rx) = watch::channel(false);
@@ -55,7 +55,9 @@ pub async fn run(config: Config) -> Result<(), String> {
     // The bound address, not the configured one: with port 0 this is how a caller learns the port.
     let bound = listener.local_addr().map_err(|e| format!("cannot read the listening address: {e}"))?;
     log::info!("billing {} listening on {bound}", env!("CARGO_PKG_VERSION"));
-    let server = tokio::spawn(server::serve(listener, warp::service(router::routes(app.clone())), graceful));
+    let reserved = u64::from(config.pool_size) + config.read_connections as u64;
+    let routes = warp::service(router::routes(app.clone()));
+    let server = tokio::spawn(server::serve(listener, routes, config.limits, reserved, graceful));
 
     let startup = tokio::select! {
         result = start(&config, &app) => match result {

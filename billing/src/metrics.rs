@@ -27,6 +27,9 @@ pub const TXLOG_FAILED: &str = "billing_txlog_lines_failed_total";
 pub const TXLOG_DROPPED: &str = "billing_txlog_lines_dropped_total";
 pub const TXLOG_QUEUED: &str = "billing_txlog_lines_queued";
 pub const BUILD_INFO: &str = "billing_build_info";
+pub const CONNECTIONS_OPEN: &str = "billing_http_connections";
+pub const CONNECTIONS_SHED: &str = "billing_http_connections_shed_total";
+pub const CONNECTIONS_REFUSED: &str = "billing_http_connections_refused_total";
 
 /// Request-duration buckets, in seconds: a point read takes well under a millisecond on a healthy database, so the
 /// low end resolves 100 µs steps; the top end reaches past the default `DATABASE_TIMEOUT_SECS` of 5 s.
@@ -104,6 +107,9 @@ pub fn install(pool_size: u32, txlog: bool) -> Result<(), String> {
     describe_counter!(TXLOG_FAILED, "Transaction-log lines whose write failed (the payment is committed)");
     describe_counter!(TXLOG_DROPPED, "Transaction-log lines dropped without a write attempt");
     describe_gauge!(TXLOG_QUEUED, "Transaction-log lines waiting to be written");
+    describe_gauge!(CONNECTIONS_OPEN, "Client connections open now");
+    describe_counter!(CONNECTIONS_SHED, "Idle client connections closed to make room under MAX_CONNECTIONS");
+    describe_counter!(CONNECTIONS_REFUSED, "Client connections refused: MAX_CONNECTIONS open and all busy");
     describe_gauge!(BUILD_INFO, "Always 1; the version label says which billing is running");
 
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
@@ -112,6 +118,8 @@ pub fn install(pool_size: u32, txlog: bool) -> Result<(), String> {
     gauge!(POOL_IDLE).set(0.0);
     gauge!(POOL_WAITING).set(0.0);
     counter!(PAYMENTS_CREATED).absolute(0);
+    counter!(CONNECTIONS_SHED).absolute(0);
+    counter!(CONNECTIONS_REFUSED).absolute(0);
     if txlog {
         counter!(TXLOG_WRITTEN).absolute(0);
         counter!(TXLOG_FAILED).absolute(0);
@@ -169,6 +177,18 @@ impl Drop for Waiting {
     fn drop(&mut self) {
         gauge!(POOL_WAITING).decrement(1.0);
     }
+}
+
+pub fn connections_open(open: usize) {
+    gauge!(CONNECTIONS_OPEN).set(open as f64);
+}
+
+pub fn connection_shed() {
+    counter!(CONNECTIONS_SHED).increment(1);
+}
+
+pub fn connection_refused() {
+    counter!(CONNECTIONS_REFUSED).increment(1);
 }
 
 pub fn txlog_written(lines: usize) {

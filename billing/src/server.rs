@@ -1,34 +1,78 @@
 //! The HTTP server's lifecycle: accepting connections, serving each with hyper, and the graceful stop.
 //!
-//! warp's own `serve` does the same with hyper-util; billing runs that loop itself so that every request goes
-//! through [`Observed`] first: it gives the request its id, and after the routes answered, records the metrics and
-//! writes the access-log line. hyper-util's server options (timeouts, header limits) belong here too.
+//! warp's own `serve` does the same with hyper; billing runs that loop itself so that every request goes through
+//! [`Observed`] first (it gives the request its id, and after the routes answered, records the metrics and writes
+//! the access-log line), and so that no client can take more than [`Limits`] allows:
+//! - hyper's own options bound the time to send a request's headers (which is also how long an idle keep-alive
+//!   connection stays open) and their size (431 past it, with the read buffer capped at that size, so a client
+//!   sending an endless header costs that much memory and no more);
+//! - at most `max_connections` connections are open at once, fewer if the open-files limit is lower; a connection
+//!   over the cap closes the one that has been idle longest (no request in flight: a keep-alive connection between
+//!   requests, or one still sending its headers), so idle or half-sent connections can never lock out real clients.
+//!
+//! HTTP/1.1 only: every client of billing (curl, probes, Prometheus) speaks it, and a second protocol would be a
+//! second set of limits to get right.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
+use hyper::body::Body;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tower_service::Service;
+use warp::http::Response;
 use warp::http::{Request, header};
-use warp::reply::Response;
 
 use crate::metrics;
 use crate::request_id::{self, RequestId};
 
+/// What one client may take from the server; each is a setting (README, "Configuration").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// `HEADER_READ_TIMEOUT_SECS`: to send a request's headers, and to start the next request on a kept-alive
+    /// connection.
+    pub header_read_timeout: Duration,
+    /// `BODY_READ_TIMEOUT_SECS`: to send a request's body (408 past it).
+    pub body_read_timeout: Duration,
+    /// `MAX_HEADER_BYTES`: the request line and headers together (431 past it).
+    pub max_header_bytes: usize,
+    /// `MAX_CONNECTIONS`: connections open at once, before the open-files limit lowers it.
+    pub max_connections: usize,
+}
+
+/// File descriptors kept free of client connections: the database connections, the transaction log, and headroom.
+const RESERVED_FILES: u64 = 64;
+
 /// Serves `routes` (the router as a service, from `warp::service`) on `listener` until `stop` resolves, then stops
 /// accepting and waits for the connections it has to finish their requests (idle keep-alive connections are closed
-/// at once).
-pub async fn serve<S>(listener: TcpListener, routes: S, stop: impl Future<Output = ()>)
+/// at once). `reserved` is how many file descriptors the rest of the process needs (its database connections).
+pub async fn serve<S>(listener: TcpListener, routes: S, limits: Limits, reserved: u64, stop: impl Future<Output = ()>)
 where
-    S: Service<Request<Incoming>, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S: Service<Request<Incoming>, Response = warp::reply::Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
-    let service = Observed { inner: routes };
+    let cap = connection_cap(limits.max_connections, reserved);
+    log::info!(
+        "accepting up to {cap} connections; headers within {}s and at most {} bytes",
+        limits.header_read_timeout.as_secs(),
+        limits.max_header_bytes
+    );
+    let connections = Arc::new(Connections::new(cap));
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_header_size(limits.max_header_bytes)
+        // hyper's minimum read buffer is 8 KiB; the header limit is at least that (config.rs).
+        .max_buf_size(limits.max_header_bytes);
     let graceful = GracefulShutdown::new();
     let mut stop = std::pin::pin!(stop);
     loop {
@@ -42,19 +86,157 @@ where
             },
             () = &mut stop => break,
         };
-        let service = service.clone();
-        let watcher = graceful.watcher();
+        let Some(conn) = connections.admit() else {
+            // Every open connection has a request in flight: this one waits for none of them.
+            drop(stream);
+            continue;
+        };
+        let service = Observed { inner: routes.clone(), conn: Arc::clone(&conn) };
+        let watched = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        let connections = Arc::clone(&connections);
         tokio::spawn(async move {
-            let builder = auto::Builder::new(TokioExecutor::new());
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = watcher.watch(conn).await {
-                // A client that hung up mid-request or sent garbage: its problem, not the server's, so not an error.
-                log::debug!("connection ended with an error: {e}");
+            tokio::select! {
+                served = watched => if let Err(e) = served {
+                    // A client that hung up mid-request, sent garbage or was too slow: its problem, not the
+                    // server's, so not an error.
+                    log::debug!("connection ended with an error: {e}");
+                },
+                // Dropping the connection closes it; it had no request in flight.
+                () = conn.shed.notified() => log::debug!("closed an idle connection to make room for a new one"),
             }
+            connections.remove(conn.id);
         });
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// `max_connections`, lowered to what the open-files limit leaves once `reserved` and [`RESERVED_FILES`] are set
+/// aside, so that accepting never fails for want of a file descriptor. The soft limit is raised to the hard one
+/// first, as Go's runtime does: the soft default of 1024 is a relic of `select(2)`.
+fn connection_cap(max_connections: usize, reserved: u64) -> usize {
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(e) => {
+            log::warn!("cannot read the open-files limit ({e}); assuming 1024");
+            1024
+        }
+    };
+    let room = limit.saturating_sub(reserved + RESERVED_FILES).max(16);
+    let cap = max_connections.min(usize::try_from(room).unwrap_or(usize::MAX));
+    if cap < max_connections {
+        log::warn!(
+            "the open-files limit is {limit}: accepting {cap} connections, not MAX_CONNECTIONS={max_connections}"
+        );
+    }
+    cap
+}
+
+/// The open connections, so that one over the cap can close the longest-idle one.
+struct Connections {
+    cap: usize,
+    open: Mutex<HashMap<u64, Arc<Conn>>>,
+    next_id: AtomicU64,
+    started: Instant,
+    /// When a refusal or a shed was last logged (ms since `started`), to log at most one line a second under a flood.
+    last_warned: AtomicU64,
+}
+
+struct Conn {
+    id: u64,
+    /// Requests being handled on it; 0 means idle (between requests, or still sending headers).
+    in_flight: AtomicUsize,
+    /// When it last finished a request or was opened, in ms since `epoch` (that of [`Connections`]).
+    last_active: AtomicU64,
+    epoch: Instant,
+    shed: Notify,
+}
+
+impl Connections {
+    fn new(cap: usize) -> Self {
+        Connections {
+            cap,
+            open: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(0),
+            started: Instant::now(),
+            last_warned: AtomicU64::new(0),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        ms_since(self.started)
+    }
+
+    /// Registers a new connection, closing the longest-idle one if the cap is reached; `None` if every open one is
+    /// busy.
+    fn admit(&self) -> Option<Arc<Conn>> {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if open.len() >= self.cap {
+            let idlest = open
+                .values()
+                .filter(|c| c.in_flight.load(Ordering::Acquire) == 0)
+                .min_by_key(|c| c.last_active.load(Ordering::Relaxed))
+                .map(|c| c.id);
+            let Some(victim) = idlest.and_then(|id| open.remove(&id)) else {
+                metrics::connection_refused();
+                self.warn(|| format!("{} connections open, all busy: refused a new one", self.cap));
+                return None;
+            };
+            // Stored as a permit if its task is not waiting yet, so the shed is never lost.
+            victim.shed.notify_one();
+            metrics::connection_shed();
+            self.warn(|| format!("{} connections open: closing the longest-idle ones for new clients", self.cap));
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let conn = Arc::new(Conn {
+            id,
+            in_flight: AtomicUsize::new(0),
+            last_active: AtomicU64::new(self.now_ms()),
+            epoch: self.started,
+            shed: Notify::new(),
+        });
+        open.insert(id, Arc::clone(&conn));
+        metrics::connections_open(open.len());
+        Some(conn)
+    }
+
+    fn remove(&self, id: u64) {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        open.remove(&id);
+        metrics::connections_open(open.len());
+    }
+
+    fn warn(&self, message: impl FnOnce() -> String) {
+        let now = self.now_ms();
+        let last = self.last_warned.load(Ordering::Relaxed);
+        if (now.saturating_sub(last) >= 1000 || last == 0)
+            && self.last_warned.compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            log::warn!("{}", message());
+        }
+    }
+}
+
+/// Marks its connection busy for as long as a request is being handled (also if the client goes away mid-request).
+struct Busy(Arc<Conn>);
+
+impl Busy {
+    fn start(conn: &Arc<Conn>) -> Self {
+        conn.in_flight.fetch_add(1, Ordering::AcqRel);
+        Busy(Arc::clone(conn))
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let conn = &self.0;
+        conn.last_active.store(ms_since(conn.epoch), Ordering::Relaxed);
+        conn.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn ms_since(epoch: Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 /// `accept(2)` failures. Those about one connection (reset before it was accepted) are skipped; the others (out of
@@ -69,24 +251,26 @@ async fn accept_failed(e: std::io::Error) {
 }
 
 /// Wraps the routes: a request id for every request, then metrics and the access-log line for every answer.
-#[derive(Clone)]
 struct Observed<S> {
     inner: S,
+    conn: Arc<Conn>,
 }
 
-type Answer = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+type Answer<B> = Pin<Box<dyn Future<Output = Result<Response<Guarded<B>>, Infallible>> + Send>>;
 
-impl<S> hyper::service::Service<Request<Incoming>> for Observed<S>
+impl<S, B> hyper::service::Service<Request<Incoming>> for Observed<S>
 where
-    S: Service<Request<Incoming>, Response = Response, Error = Infallible> + Clone,
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone,
     S::Future: Send + 'static,
+    B: Body + Unpin + Send + 'static,
 {
-    type Response = Response;
+    type Response = Response<Guarded<B>>;
     type Error = Infallible;
-    type Future = Answer;
+    type Future = Answer<B>;
 
-    fn call(&self, request: Request<Incoming>) -> Answer {
+    fn call(&self, request: Request<Incoming>) -> Answer<B> {
         let started = Instant::now();
+        let busy = Busy::start(&self.conn);
         let id = RequestId::from_headers(request.headers());
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
@@ -105,7 +289,34 @@ where
                 method = method.as_str(), route, path = path.as_str(), status, duration_ms = millis;
                 "{method} {path} {status} {millis:.3}ms"
             );
-            Ok(response)
+            // The connection stays busy until the body is sent: a streaming `/getall` is never shed as idle.
+            Ok(response.map(|body| Guarded { body, _busy: busy }))
         }))
+    }
+}
+
+/// A response body that keeps its connection marked busy until hyper has sent (or dropped) it.
+struct Guarded<B> {
+    body: B,
+    _busy: Busy,
+}
+
+impl<B: Body + Unpin> Body for Guarded<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }

@@ -25,6 +25,16 @@ impl ServiceProcess {
     /// Starts `binary` listening on a free loopback port with `env` added to a clean environment. Does not wait
     /// for readiness: see [`ServiceProcess::wait_ready`].
     pub fn spawn(binary: &Path, env: &[(&str, &str)]) -> Result<Self, String> {
+        Self::spawn_with(binary, env, None)
+    }
+
+    /// As [`ServiceProcess::spawn`], with the process's open-files limit (soft and hard) set to `open_files`, as a
+    /// container runtime might set it.
+    pub fn spawn_with_file_limit(binary: &Path, env: &[(&str, &str)], open_files: u64) -> Result<Self, String> {
+        Self::spawn_with(binary, env, Some(open_files))
+    }
+
+    fn spawn_with(binary: &Path, env: &[(&str, &str)], open_files: Option<u64>) -> Result<Self, String> {
         let port = crate::free_port()?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let dir = std::env::temp_dir().join(crate::unique_name("billing-svc"));
@@ -39,6 +49,20 @@ impl ServiceProcess {
             .env("RUST_LOG", "info");
         for (k, v) in env {
             cmd.env(k, v);
+        }
+        if let Some(limit) = open_files {
+            use std::os::unix::process::CommandExt;
+            let r = libc::rlimit { rlim_cur: limit, rlim_max: limit };
+            // SAFETY: runs in the forked child before exec; setrlimit is async-signal-safe and reads only `r`.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &r) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
         }
         let child = cmd
             .stdin(Stdio::null())

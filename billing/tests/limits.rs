@@ -1,0 +1,172 @@
+//! Slow, idle and oversized clients against the real binary over real sockets: none of them can take the service
+//! away from the others (server.rs, `Limits`).
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use billing_testkit::{ServiceProcess, http_request, shared, unique_name};
+use common::{BIN, READY_TIMEOUT, TestApp, TestResult, raise_fd_limit};
+
+/// Waits until the server closes `stream` (EOF or reset); returns how long that took, or `None` if it stayed open
+/// for `patience`. Whatever the server sends first (a 408 or 431 page) is returned too.
+fn wait_closed(stream: &mut TcpStream, patience: Duration) -> Result<Option<(Duration, String)>, String> {
+    let started = Instant::now();
+    stream.set_read_timeout(Some(Duration::from_millis(100))).map_err(|e| e.to_string())?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while started.elapsed() < patience {
+        match stream.read(&mut buf) {
+            Ok(0) => return Ok(Some((started.elapsed(), String::from_utf8_lossy(&got).into_owned()))),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => return Ok(Some((started.elapsed(), String::from_utf8_lossy(&got).into_owned()))),
+        }
+    }
+    Ok(None)
+}
+
+fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
+    TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| format!("connect: {e}"))
+}
+
+#[test]
+fn a_half_sent_request_is_cut_off_after_the_header_timeout() -> TestResult {
+    let app = TestApp::start_with(&[("HEADER_READ_TIMEOUT_SECS", "1")])?;
+    let mut stream = connect(app.service.addr())?;
+    stream.write_all(b"GET /ping HTTP/1.1\r\nHost: x\r\nX-Slow: ")?;
+    let closed = wait_closed(&mut stream, Duration::from_secs(5))?;
+    let (after, _) = closed.ok_or("a half-sent request kept its connection open for 5 s")?;
+    assert!(after >= Duration::from_millis(900), "closed too early: {after:?}");
+    // A client mistake, not a server error: nothing at error level.
+    let log = app.service.log();
+    assert!(!log.contains("ERROR"), "{log}");
+    Ok(())
+}
+
+#[test]
+fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() -> TestResult {
+    let app = TestApp::start_with(&[("HEADER_READ_TIMEOUT_SECS", "1")])?;
+    let mut stream = connect(app.service.addr())?;
+    stream.write_all(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")?;
+    let closed = wait_closed(&mut stream, Duration::from_secs(5))?;
+    let (after, answer) = closed.ok_or("an idle keep-alive connection stayed open for 5 s")?;
+    assert!(answer.starts_with("HTTP/1.1 200 OK") && answer.ends_with("pong"), "{answer}");
+    assert!(after >= Duration::from_millis(900), "closed too early: {after:?}");
+    Ok(())
+}
+
+#[test]
+fn oversized_headers_get_431_and_cost_no_more_than_the_limit() -> TestResult {
+    let app = TestApp::start()?;
+    // A complete request with 20 KB of headers (the limit is 16 KiB).
+    let big = "a".repeat(20_000);
+    let r = http_request(app.service.addr(), "GET", "/ping", &[("X-Big", &big)], b"")?;
+    assert_eq!(r.status, 431);
+    // A header that never ends: refused as soon as the limit is reached, not buffered up to hyper's 400 KB default.
+    let mut stream = connect(app.service.addr())?;
+    stream.write_all(b"GET /ping HTTP/1.1\r\nHost: x\r\nX-Endless: ")?;
+    let chunk = vec![b'a'; 8192];
+    let mut sent = 0;
+    while sent < 400_000 {
+        if stream.write_all(&chunk).is_err() {
+            break;
+        }
+        sent += chunk.len();
+    }
+    let (_, answer) = wait_closed(&mut stream, Duration::from_secs(5))?.ok_or("an endless header was read on")?;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer:?} after {sent} bytes");
+    // A header just under the limit is served.
+    let r = http_request(app.service.addr(), "GET", "/ping", &[("X-Big", &"a".repeat(15_000))], b"")?;
+    assert_eq!(r.status, 200);
+    Ok(())
+}
+
+#[test]
+fn a_body_that_stops_arriving_gets_408() -> TestResult {
+    let app = TestApp::start_with(&[("BODY_READ_TIMEOUT_SECS", "1")])?;
+    let mut stream = connect(app.service.addr())?;
+    stream.write_all(
+        b"POST /add HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n{\"client_id\":",
+    )?;
+    let started = Instant::now();
+    let (_, answer) = wait_closed(&mut stream, Duration::from_secs(5))?.ok_or("a stalled body held its request")?;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(answer.contains("\"error\":\"request_timeout\""), "{answer:?}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(app.row_count()?, 0);
+    Ok(())
+}
+
+/// The open-files limit of a container (1024 here) with 2,000 idle and half-sent connections open against it:
+/// billing sizes its connection cap below that limit and closes the longest-idle connections for new ones, so
+/// `/ping` and `/add` still answer within a second.
+#[test]
+fn idle_and_half_sent_connections_cannot_lock_out_clients() -> TestResult {
+    raise_fd_limit();
+    let db = unique_name("t");
+    let url = shared().create_database(&db)?;
+    let mut service = ServiceProcess::spawn_with_file_limit(
+        BIN.as_ref(),
+        &[("DATABASE_URL", &url), ("RUST_LOG", "warn"), ("HEADER_READ_TIMEOUT_SECS", "60")],
+        1024,
+    )?;
+    service.wait_ready(READY_TIMEOUT)?;
+    let addr = service.addr();
+
+    let mut hogs = Vec::new();
+    for i in 0..2000 {
+        let Ok(mut s) = connect(addr) else { continue };
+        // Half of them start a request and never finish its headers; the others say nothing at all.
+        if i % 2 == 0 {
+            let _ = s.write_all(b"POST /add HTTP/1.1\r\nHost: x\r\nContent-");
+        }
+        hogs.push(s);
+    }
+    assert!(hogs.len() >= 1900, "only {} connections could be opened", hogs.len());
+    std::thread::sleep(Duration::from_millis(500));
+
+    for path in ["/ping", "/add?client_id=after-flood&amount=1"] {
+        let started = Instant::now();
+        let method = if path == "/ping" { "GET" } else { "POST" };
+        let r = http_request(addr, method, path, &[], b"")?;
+        let took = started.elapsed();
+        assert!((200..300).contains(&r.status), "{path}: {} {}", r.status, r.text());
+        assert!(took < Duration::from_secs(1), "{path} took {took:?} with {} connections held", hogs.len());
+    }
+    assert_eq!(shared().psql(&db, "SELECT client_id FROM transactions")?, "after-flood");
+    let log = service.log();
+    assert!(log.contains("closing the longest-idle ones"), "{log}");
+    assert!(log.contains("open-files limit is 1024"), "{log}");
+    drop(hogs);
+    Ok(())
+}
+
+/// A connection streaming a long `/getall` has a request in flight until its body is sent, so it is never closed
+/// as idle, however many new connections arrive.
+#[test]
+fn a_streaming_response_is_not_shed_as_idle() -> TestResult {
+    let app = TestApp::start_with(&[("MAX_CONNECTIONS", "16")])?;
+    app.sql("INSERT INTO transactions (client_id, amount) SELECT 'c' || g, g FROM generate_series(1, 200000) g")?;
+    let addr = app.service.addr();
+    let mut reader = connect(addr)?;
+    reader.write_all(b"GET /getall HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+    let mut first = [0u8; 1024];
+    reader.read_exact(&mut first)?;
+    // 40 new connections each make room by shedding an idle one; the slow reader is not idle.
+    let mut others = Vec::new();
+    for _ in 0..40 {
+        others.push(connect(addr)?);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut rest = Vec::new();
+    reader.set_read_timeout(Some(Duration::from_secs(10)))?;
+    reader.read_to_end(&mut rest)?;
+    let body = String::from_utf8_lossy(&rest);
+    // The last row, the array's end, and the chunked body's last chunk: the listing arrived whole.
+    assert!(body.contains("\"client_id\":\"c200000\"") && body.contains("}]"), "the listing was cut off");
+    assert!(body.ends_with("\r\n0\r\n\r\n"), "the listing was cut off");
+    Ok(())
+}
