@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Build (once, cached by version) the Kubernetes binaries, CoreDNS and minikube's
-# storage provisioner that the local cluster runs. Everything lands outside the
-# repository under $CLUSTER_CACHE (default /var/cache/billing-cluster); a second
-# run with the same versions does nothing.
+# Build (once, cached by version) the Kubernetes binaries, CoreDNS, minikube's
+# storage provisioner and the Prometheus server that the local cluster runs.
+# Everything lands outside the repository under $CLUSTER_CACHE (default
+# /var/cache/billing-cluster); a second run with the same versions does nothing.
 #
 # Builds run under `nice -n 19` with GOFLAGS=-p=${BUILD_JOBS:-2} so that they do
 # not starve other work on a small machine.
@@ -82,17 +82,45 @@ build_provisioner() {
   mv "$dir/storage-provisioner.tmp" "$dir/storage-provisioner"
 }
 
+# The Prometheus server (cmd/prometheus) from its published module, with only the
+# service discoveries the e2e uses: the build tag remove_all_sd drops every
+# plugin of the module's plugins/ package (AWS, Azure, GCE, Consul, ... each
+# guarded by `//go:build !remove_all_sd || enable_<name>_sd`) and
+# enable_kubernetes_sd brings kubernetes_sd back; file_sd and http_sd are always
+# in (plugins/minimum.go). Without the builtinassets tag the web UI is not
+# embedded (web/ui/ui.go serves it from a source directory that the binary does
+# not have), which the HTTP API the e2e queries does not need. The -X flags fill
+# what `prometheus --version` and the prometheus_build_info metric report.
+build_prometheus() {
+  local dir=$PROMETHEUS_BIN
+  if [[ -x $dir/prometheus ]]; then log "prometheus: cached in $dir"; return; fi
+  local v=github.com/prometheus/common/version ld
+  ld="-s -w -X $v.Version=${PROMETHEUS_VERSION#v} -X $v.Revision=published-module-$PROMETHEUS_MODULE_VERSION"
+  ld+=" -X $v.Branch=HEAD -X $v.BuildUser=billing-cluster -X $v.BuildDate=$(date -u +%Y%m%d-%H:%M:%S)"
+  log "prometheus $PROMETHEUS_VERSION: go install github.com/prometheus/prometheus/cmd/prometheus@$PROMETHEUS_MODULE_VERSION" \
+    "-tags remove_all_sd,enable_kubernetes_sd"
+  mkdir -p "$dir.tmp"
+  GOBIN=$dir.tmp GOFLAGS="$GOFLAGS" "${nice[@]}" go install -tags remove_all_sd,enable_kubernetes_sd -ldflags "$ld" \
+    "github.com/prometheus/prometheus/cmd/prometheus@$PROMETHEUS_MODULE_VERSION"
+  "$dir.tmp/prometheus" --version >&2
+  mkdir -p "$dir"
+  mv "$dir.tmp/prometheus" "$dir/prometheus"
+  rmdir "$dir.tmp"
+}
+
 what=${1:-all}
 case $what in
   k8s) build_k8s ;;
   etcd) build_etcd ;;
   coredns) go_install "$COREDNS_BIN" coredns "github.com/coredns/coredns@$COREDNS_VERSION" ;;
   provisioner) build_provisioner ;;
+  prometheus) build_prometheus ;;
   all)
     build_k8s
     build_etcd
     go_install "$COREDNS_BIN" coredns "github.com/coredns/coredns@$COREDNS_VERSION"
     build_provisioner
+    build_prometheus
     ;;
-  *) echo "usage: $0 [all|k8s|etcd|coredns|provisioner]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|k8s|etcd|coredns|provisioner|prometheus]" >&2; exit 2 ;;
 esac

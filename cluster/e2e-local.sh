@@ -6,6 +6,11 @@
 #   postgresql.image    localhost/postgres:15-debian12
 #   tests.image         localhost/curl:debian12
 #   temporary pods      localhost/curl:debian12
+#   Prometheus          localhost/prometheus:<version> (cmd/prometheus built by build.sh)
+# and with the Prometheus Operator's ServiceMonitor CRD applied to the cluster
+# (from the Go module github.com/prometheus-operator/prometheus-operator at
+# PROMETHEUS_OPERATOR_VERSION), so the scenario checks the chart's
+# ServiceMonitor against it (--require-servicemonitor).
 #
 #   cluster/e2e-local.sh [--up] [--down] [scenario options...]
 #     --up     start the cluster first (cluster/up.sh; builds on the first run)
@@ -42,6 +47,24 @@ for t in $BILLING_TAGS; do
 done
 if [[ ${imported:-0} == 1 ]]; then cp "$IMAGES_DIR/billing.sum" "$STATE/billing-imported.sum"; fi
 
+# Prometheus: built and imported here too when the cluster was started before it was part of it
+if ! ctr_ images ls -q | grep -qx "$IMG_PROMETHEUS"; then
+  bash "$here/build.sh" prometheus
+  bash "$here/images.sh" prometheus
+  ctr_ images import "$IMAGES_DIR/prometheus.tar" >/dev/null
+  log "imported $IMG_PROMETHEUS"
+fi
+
+# The ServiceMonitor CRD, from the operator's Go module (cached in Go's module cache)
+crd_dir=$(cd / && GOTOOLCHAIN=local GOFLAGS=-mod=mod go mod download -json \
+  "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" | jq -r '.Dir // empty') || true
+crd=$crd_dir/example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml
+[[ -n $crd_dir && -s $crd ]] || die "no ServiceMonitor CRD from github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION"
+kc apply --server-side --force-conflicts -f "$crd" >/dev/null
+kc wait --for condition=established --timeout=60s crd/servicemonitors.monitoring.coreos.com >/dev/null \
+  || die "the ServiceMonitor CRD is not established"
+log "ServiceMonitor CRD of prometheus-operator $PROMETHEUS_OPERATOR_VERSION applied"
+
 export KUBECONFIG=$KUBECONFIG_ADMIN
 # diagnostics outside the cluster's state (down.sh deletes that), with the cluster's own logs on failure
 user_artifacts=${E2E_ARTIFACTS:+1}
@@ -53,6 +76,7 @@ rc=0
   --set "image.repository=$IMG_BILLING_REPO" \
   --set "postgresql.image.repository=${IMG_POSTGRES%:*}" --set "postgresql.image.tag=${IMG_POSTGRES##*:}" \
   --set "tests.image.repository=${IMG_CURL%:*}" --set "tests.image.tag=${IMG_CURL##*:}" \
+  --prometheus-image "$IMG_PROMETHEUS" --require-servicemonitor \
   "${args[@]}" || rc=$?
 if ((rc != 0)); then
   mkdir -p "$E2E_ARTIFACTS/cluster"

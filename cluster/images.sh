@@ -10,10 +10,12 @@
 #   localhost/curl:debian12                  Debian + curl, for temporary client pods
 #   localhost/coredns:<version>              go install github.com/coredns/coredns
 #   localhost/storage-provisioner:<version>  go install k8s.io/minikube/cmd/storage-provisioner
+#   localhost/prometheus:<version>           cmd/prometheus of github.com/prometheus/prometheus (build.sh),
+#                                            for the e2e's scrape of the billing pods
 #   localhost/billing:v1.1, :v2.0            target/release/billing on Debian 12, user 65532:65532,
 #                                            ENTRYPOINT /usr/local/bin/billing, port 8080 (as the Dockerfile)
 #
-# Usage: images.sh [all|base|billing|pause|postgres|curl]   (billing images are rebuilt whenever the binary changes)
+# Usage: images.sh [all|base|billing|pause|postgres|curl|prometheus]   (billing images are rebuilt whenever the binary changes)
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)
@@ -153,11 +155,13 @@ case $what in
     img_curl
     img_from_go coredns "$IMG_COREDNS" "$COREDNS_BIN/coredns"
     img_from_go storage-provisioner "$IMG_PROVISIONER" "$PROVISIONER_BIN/storage-provisioner"
+    img_from_go prometheus "$IMG_PROMETHEUS" "$PROMETHEUS_BIN/prometheus"
     ;;
   billing) img_billing ;;
   pause) img_pause ;;
   postgres) img_postgres ;;
   curl) img_curl ;;
+  prometheus) img_from_go prometheus "$IMG_PROMETHEUS" "$PROMETHEUS_BIN/prometheus" ;;
   all) "$0" base; img_billing || true ;;
-  *) echo "usage: $0 [all|base|billing]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|base|billing|pause|postgres|curl|prometheus]" >&2; exit 2 ;;
 esac

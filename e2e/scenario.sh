@@ -18,6 +18,19 @@
 #   --kubectl PATH        kubectl binary [KUBECTL; default kubectl]
 #   --timeout SECONDS     bound of every wait [E2E_TIMEOUT, default 300]
 #   --artifacts DIR       where diagnostics go on failure [E2E_ARTIFACTS, default $TMPDIR/billing-e2e-<ns>]
+#   --prometheus-image IMG  image of the Prometheus server the scenario runs in its namespace
+#                         [E2E_PROMETHEUS_IMAGE, default prom/prometheus:v3.16.0]
+#   --no-prometheus       leave out the Prometheus steps [E2E_PROMETHEUS=0]
+#   --require-servicemonitor  fail (instead of saying it is not checked) when the cluster has no
+#                         ServiceMonitor CRD [E2E_REQUIRE_SERVICEMONITOR=1]
+#
+# Prometheus: the scenario deploys e2e/prometheus.yaml (kubernetes_sd, role pod, finding the
+# billing pods by their prometheus.io/* annotations), checks that it scrapes them, and asserts
+# that PromQL counts exactly the payments the scenario made (its own POST /add and those of
+# `helm test`), per phase and in total. The chart's ServiceMonitor is sent to the API server
+# with `kubectl apply --dry-run=server` in both modes when the cluster has the Prometheus
+# Operator's CRD (cluster/e2e-local.sh installs it on the local cluster). Python 3 is used to
+# encode the queries and read Prometheus' JSON answers.
 #
 # Exit 0 when every step passed. On failure the namespace's get/describe/logs and
 # events are saved under the artifacts directory, which is printed.
@@ -38,6 +51,11 @@ CHART=$repo/charts/billing
 VALUES1=$repo/values/task1.yaml
 VALUES2=$repo/values/task2.yaml
 SETS=()
+PROMETHEUS=${E2E_PROMETHEUS:-1}
+PROMETHEUS_IMAGE=${E2E_PROMETHEUS_IMAGE:-prom/prometheus:v3.16.0}
+REQUIRE_SM=${E2E_REQUIRE_SERVICEMONITOR:-0}
+PROMETHEUS_MANIFEST=$repo/e2e/prometheus.yaml
+SM_CRD=servicemonitors.monitoring.coreos.com
 
 while (($#)); do
   case $1 in
@@ -50,6 +68,9 @@ while (($#)); do
     --kubectl) KUBECTL=$2; shift 2 ;;
     --timeout) TIMEOUT=$2; shift 2 ;;
     --artifacts) ARTIFACTS=$2; shift 2 ;;
+    --prometheus-image) PROMETHEUS_IMAGE=$2; shift 2 ;;
+    --no-prometheus) PROMETHEUS=0; shift ;;
+    --require-servicemonitor) REQUIRE_SM=1; shift ;;
     --) shift; SETS+=("$@"); break ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
@@ -256,6 +277,92 @@ line_re() { # host client amount: the course's log line
   printf '^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}: host %s, client %s, amount %s$' "$1" "$2" "$3"
 }
 
+# ------------------------------------------------------------------ Prometheus and ServiceMonitor helpers
+# promql EXPR: the instant query's result through the API server's service
+# proxy (no port-forward, no temporary pod), one "<labels> <value>" line per
+# series, labels as k=v,k=v sorted (without __name__; "" for none), values as integers when whole.
+promql() {
+  local enc out
+  enc=$(python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$1")
+  out=$("$KUBECTL" get --raw "/api/v1/namespaces/$NS/services/prometheus:9090/proxy/api/v1/query?query=$enc" 2>"$ARTIFACTS/promql.stderr") \
+    || { say "  query failed: $(tr '\n' ' ' <"$ARTIFACTS/promql.stderr")"; return 1; }
+  python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+if d.get("status") != "success":
+    sys.exit("prometheus: " + d.get("error", "query failed"))
+for r in d["data"]["result"]:
+    v = float(r["value"][1])
+    labels = ",".join(f"{k}={v2}" for k, v2 in sorted(r["metric"].items()) if k != "__name__")
+    print(labels, int(v) if v.is_integer() else v)
+' <<<"$out"
+}
+# promql_value EXPR: the value of a query that yields at most one series ("" for none)
+promql_value() {
+  local out
+  out=$(promql "$1") || return 1
+  (($(printf '%s' "$out" | grep -c .) <= 1)) || { say "  $1 gave several series: $out"; return 1; }
+  printf '%s' "${out##* }"
+}
+# wait_promql EXPR WANT: polls (2 s, bounded) until EXPR's value is exactly WANT,
+# a number; a counter above WANT fails at once (more was counted than made).
+wait_promql() {
+  local got="" i
+  for ((i = 1; i <= 45; i++)); do
+    got=$(promql_value "$1") || return 1
+    if [[ $got == "$2" ]]; then
+      say "  PromQL $1 = $got (after $i queries)"
+      return 0
+    fi
+    if [[ -n $got ]] && python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) > float(sys.argv[2]) else 1)' "$got" "$2"; then
+      say "  PromQL $1 = $got, more than the $2 expected"
+      return 1
+    fi
+    sleep 2
+  done
+  say "  PromQL $1 = ${got:-(no series)} after 90 s, expected $2"
+  return 1
+}
+# wait_promql_lines EXPR WANT: like wait_promql, for the whole "<labels> <value>" output
+wait_promql_lines() {
+  local got="" i
+  for ((i = 1; i <= 45; i++)); do
+    got=$(promql "$1" | sort) || return 1
+    if [[ $got == "$2" ]]; then
+      say "  PromQL $1 = $(tr '\n' ';' <<<"$got") (after $i queries)"
+      return 0
+    fi
+    sleep 2
+  done
+  say "  PromQL $1 = $(tr '\n' ';' <<<"$got") after 90 s, expected $(tr '\n' ';' <<<"$2")"
+  return 1
+}
+# helm_test_payments: the payments the last `helm test` made (its pod's "POST /add -> 201" lines)
+helm_test_payments() {
+  k logs "$RELEASE-test-api" 2>/dev/null | grep -c '^POST /add -> 201 ' || true
+}
+# servicemonitor_dry_run VALUES MODE: the chart's ServiceMonitor for these values, through the
+# API server's validation of the real CRD (--dry-run=server, strict field validation), and a
+# broken copy of it refused by the same
+servicemonitor_dry_run() {
+  local values=$1 mode=$2 sm out
+  if ((!HAVE_SM_CRD)); then
+    say "  not checked: this cluster has no $SM_CRD CRD (install the Prometheus Operator's CRDs, or use cluster/e2e-local.sh)"
+    return 0
+  fi
+  sm=$(h template "$RELEASE" "$CHART" -f "$values" "${SETS[@]}" --set metrics.serviceMonitor.enabled=true \
+    --show-only templates/servicemonitor.yaml) || fail "helm template of the ServiceMonitor ($mode)"
+  say "  ServiceMonitor selector: $(printf '%s\n' "$sm" | sed -n '/matchLabels:/,/endpoints:/p' | grep -v ':$' | tr -s ' ' | tr '\n' ' ')"
+  out=$(printf '%s\n' "$sm" | k apply --dry-run=server --validate=strict -f - 2>&1) \
+    || { say "  $out"; fail "the API server refused the chart's ServiceMonitor ($mode)"; }
+  say "  kubectl apply --dry-run=server: $out"
+  if out=$(printf '%s\n' "$sm" | sed 's/interval: "30s"/interval: "30 seconds"/' | k apply --dry-run=server --validate=strict -f - 2>&1); then
+    fail "the API server accepted a ServiceMonitor with interval \"30 seconds\": the CRD's schema is not enforced"
+  fi
+  say "  a copy with interval \"30 seconds\" is refused: $(printf '%s' "$out" | tr '\n' ' ' | cut -c1-220)"
+  ok "the chart's ServiceMonitor ($mode) passes the API server's validation against the CRD"
+}
+
 # ------------------------------------------------------------------ preflight
 step "preflight"
 mkdir -p "$ARTIFACTS"
@@ -270,6 +377,20 @@ say "namespace $NS, client image $CLIENT_IMAGE, extra helm args: ${SETS[*]:-(non
 "$KUBECTL" create namespace "$NS" >/dev/null
 CREATED_NS=1
 ok "namespace $NS created"
+HAVE_SM_CRD=0
+if "$KUBECTL" get crd "$SM_CRD" >/dev/null 2>&1; then
+  HAVE_SM_CRD=1
+  say "ServiceMonitor CRD: $("$KUBECTL" get crd "$SM_CRD" -o jsonpath='{.metadata.annotations.operator\.prometheus\.io/version}' 2>/dev/null || true) present"
+elif ((REQUIRE_SM)); then
+  fail "no $SM_CRD CRD in the cluster (--require-servicemonitor)"
+fi
+PAID_T1=0 PAID_T2=0
+if ((PROMETHEUS)); then
+  command -v python3 >/dev/null || fail "python3 not found: the Prometheus steps need it (or pass --no-prometheus)"
+  sed -e "s#@NAMESPACE@#$NS#g; s#@IMAGE@#$PROMETHEUS_IMAGE#g" "$PROMETHEUS_MANIFEST" | k apply -f - >"$ARTIFACTS/prometheus-apply.txt" \
+    || { cat "$ARTIFACTS/prometheus-apply.txt"; fail "deploy Prometheus"; }
+  ok "Prometheus ($PROMETHEUS_IMAGE) deployed in $NS (e2e/prometheus.yaml: kubernetes_sd by pod annotations)"
+fi
 
 # ------------------------------------------------------------------ 1
 step "1. helm install $RELEASE charts/billing -f values/task1.yaml; wait until ready"
@@ -281,11 +402,27 @@ APP_SEL=$(selector_of deployment/"$RELEASE")
 say "  pods: $(k get pods --no-headers -o custom-columns=N:.metadata.name,S:.status.phase | tr -s ' ' ':' | tr '\n' ' ')"
 ok "release installed, deployment/$RELEASE and the postgres pod Ready (app selector $APP_SEL)"
 
+step "1b. the chart's ServiceMonitor (task 1 mode) against the ServiceMonitor CRD on the API server"
+servicemonitor_dry_run "$VALUES1" "task 1, Deployment"
+
+if ((PROMETHEUS)); then
+  step "1c. Prometheus discovers the billing pod by its annotations and scrapes it"
+  k rollout status deployment/prometheus --timeout="$T" >/dev/null || fail "deployment/prometheus not rolled out"
+  T1_POD=$(k get pods -l "$APP_SEL" -o jsonpath='{.items[0].metadata.name}')
+  # shellcheck disable=SC2016 # a Go template, not shell
+  say "  billing pod annotations: $(k get pod "$T1_POD" -o go-template='{{range $k, $v := .metadata.annotations}}{{$k}}={{$v}} {{end}}')"
+  # only the billing pod is a target (PostgreSQL's pod has no scrape annotation), and it is up
+  wait_promql_lines "up{namespace=\"$NS\"}" "instance=$(k get pod "$T1_POD" -o jsonpath='{.status.podIP}'):8080,job=kubernetes-pods,namespace=$NS,pod=$T1_POD,pod_uid=$(k get pod "$T1_POD" -o jsonpath='{.metadata.uid}') 1" \
+    || fail "Prometheus does not scrape exactly the billing pod $T1_POD"
+  ok "Prometheus scrapes $T1_POD (and nothing else in $NS)"
+fi
+
 # ------------------------------------------------------------------ 2
 step "2. from a temporary pod: POST /add?client_id=1&amount=1000, then GET /get/<id>"
 body=$(curl_in_cluster POST "http://$RELEASE:8080/add?client_id=1&amount=1000") || fail "POST /add"
 [[ $body =~ ^Transaction\ added\.\ transaction\ id=([0-9]+)$ ]] || fail "unexpected /add answer: $body"
 TX=${BASH_REMATCH[1]}
+PAID_T1=$((PAID_T1 + 1))
 body=$(curl_in_cluster GET "http://$RELEASE:8080/get/$TX") || fail "GET /get/$TX"
 has_tx "$body" "$TX" 1000 1 || fail "/get/$TX does not hold client 1, amount 1000"
 ok "transaction id=$TX stored and read back"
@@ -309,6 +446,19 @@ step "7a. helm test $RELEASE (task 1 mode)"
 h test "$RELEASE" --timeout "$T" >"$ARTIFACTS/helm-test-1.txt" 2>&1 || { cat "$ARTIFACTS/helm-test-1.txt"; fail "helm test (task 1)"; }
 say "  $(grep -E '^(TEST SUITE|Phase)' "$ARTIFACTS/helm-test-1.txt" | tr -s ' ' | tr '\n' ' ')"
 ok "helm test passed in task 1 mode"
+n=$(helm_test_payments)
+PAID_T1=$((PAID_T1 + n))
+say "  helm test made $n payment(s); task 1 made $PAID_T1 in all"
+
+if ((PROMETHEUS)); then
+  step "7c. Prometheus counts the $PAID_T1 payments of task 1"
+  # one Deployment pod since step 1 (step 3 checked it was not restarted): its counter holds them all
+  wait_promql "sum(billing_payments_created_total{namespace=\"$NS\"})" "$PAID_T1" \
+    || fail "PromQL does not count the $PAID_T1 payments made in task 1"
+  wait_promql "sum(http_requests_total{namespace=\"$NS\",method=\"POST\",route=\"/add\",status=\"201\"})" "$PAID_T1" \
+    || fail "http_requests_total does not count the $PAID_T1 POST /add 201s"
+  ok "PromQL: $PAID_T1 payments in task 1, as made"
+fi
 
 # ------------------------------------------------------------------ 4
 step "4. helm upgrade $RELEASE charts/billing -f values/task2.yaml; billing-stateful-0..2 Ready"
@@ -322,6 +472,9 @@ say "  pods: $(k get pods --no-headers -o custom-columns=N:.metadata.name,S:.sta
 getall_has "$TX" 1000 1 || fail "/getall through service $RELEASE lost transaction id=$TX after the upgrade"
 ok "billing-stateful-0..2 Ready; transaction id=$TX still in /getall through service $RELEASE"
 
+step "4b. the chart's ServiceMonitor (task 2 mode, headless Service) against the CRD on the API server"
+servicemonitor_dry_run "$VALUES2" "task 2, StatefulSet"
+
 # ------------------------------------------------------------------ 5
 step "5. POST /add to each pod's own DNS name; each /var/log/app.log holds exactly its own line"
 declare -A LINE
@@ -331,6 +484,7 @@ for n in 0 1 2; do
   amount=$((100 * (n + 1) + 7))
   body=$(curl_in_cluster POST "http://$host:8080/add?client_id=e2e-$n&amount=$amount") || fail "POST /add to $host"
   [[ $body =~ ^Transaction\ added\.\ transaction\ id=[0-9]+$ ]] || fail "unexpected /add answer from $host: $body"
+  PAID_T2=$((PAID_T2 + 1))
 done
 for n in 0 1 2; do
   pod=$RELEASE-stateful-$n
@@ -343,6 +497,14 @@ for n in 0 1 2; do
   LINE[$n]=$log
 done
 ok "each pod's log holds exactly its own line, with its own host name, in the course's format"
+
+if ((PROMETHEUS)); then
+  step "5b. Prometheus: each billing-stateful pod reports its one payment (before step 6 replaces pod 2)"
+  wait_promql_lines "sum by (pod) (billing_payments_created_total{namespace=\"$NS\",pod=~\"$RELEASE-stateful-[0-9]+\"})" \
+    "$(printf 'pod=%s-stateful-%d 1\n' "$RELEASE" 0 "$RELEASE" 1 "$RELEASE" 2)" \
+    || fail "Prometheus does not show one payment on each of $RELEASE-stateful-0..2"
+  ok "one payment on each of $RELEASE-stateful-0..2, as in their logs"
+fi
 
 # ------------------------------------------------------------------ 6
 step "6. kubectl delete pod $RELEASE-stateful-2; its log survives"
@@ -367,6 +529,25 @@ step "7b. helm test $RELEASE (task 2 mode)"
 h test "$RELEASE" --timeout "$T" >"$ARTIFACTS/helm-test-2.txt" 2>&1 || { cat "$ARTIFACTS/helm-test-2.txt"; fail "helm test (task 2)"; }
 say "  $(grep -E '^(TEST SUITE|Phase)' "$ARTIFACTS/helm-test-2.txt" | tr -s ' ' | tr '\n' ' ')"
 ok "helm test passed in task 2 mode"
+n=$(helm_test_payments)
+PAID_T2=$((PAID_T2 + n))
+say "  helm test made $n payment(s); task 2 made $PAID_T2 in all"
+
+if ((PROMETHEUS)); then
+  step "7d. Prometheus counts the $PAID_T2 payments of task 2 and the $((PAID_T1 + PAID_T2)) of the scenario"
+  # Step 6 replaced billing-stateful-2: the new pod's counter started at 0, so the live pods'
+  # sum misses the old pod's payment. Each pod (uid) is a series of its own, and the most
+  # each series reached over the scenario adds up to every payment made.
+  range=$(($(date +%s) - t0 + 60))s
+  wait_promql "sum(max_over_time(billing_payments_created_total{namespace=\"$NS\",pod=~\"$RELEASE-stateful-[0-9]+\"}[$range]))" "$PAID_T2" \
+    || fail "PromQL does not count the $PAID_T2 payments made in task 2"
+  wait_promql "sum(max_over_time(billing_payments_created_total{namespace=\"$NS\"}[$range]))" "$((PAID_T1 + PAID_T2))" \
+    || fail "PromQL does not count the $((PAID_T1 + PAID_T2)) payments of the scenario"
+  live=$(promql_value "sum(billing_payments_created_total{namespace=\"$NS\"})") || fail "PromQL query"
+  say "  the live pods' counters alone add up to $live (the replaced billing-stateful-2's payment went with it)"
+  PROM_TOTAL=$((PAID_T1 + PAID_T2))
+  ok "PromQL: $PAID_T2 payments in task 2, $PROM_TOTAL in the scenario, as made"
+fi
 
 # ------------------------------------------------------------------ 8
 step "8. helm uninstall: the PostgreSQL claim is kept, volumes Retained; install task 1 again: data back"
@@ -404,4 +585,5 @@ done
 ok "reinstalled on the kept claim $pg_claim (volume $pv): all transactions are back"
 
 step "done"
+if ((PROMETHEUS)); then say "payments made by the scenario: $((PAID_T1 + PAID_T2)) (task 1: $PAID_T1, task 2: $PAID_T2); PromQL counted ${PROM_TOTAL:-?}"; fi
 say "ALL STEPS PASSED in $(($(date +%s) - t0))s"

@@ -15,7 +15,8 @@
 #    checks that one against the Prometheus Operator's CRD schema)
 #  - checkov over the rendered manifests (skips: tests/chart/checkov.yaml)
 #  - hadolint on the Dockerfile
-#  - yamllint on the values files, the checkov settings and the workflows
+#  - yamllint on the values files, the checkov settings, e2e/prometheus.yaml and
+#    the workflows
 #  - shellcheck on every shell script in the repository
 #  - actionlint and zizmor on .github/workflows
 #  - the debug build of billing and billing-tempdb (cargo) and Debian's
@@ -145,7 +146,7 @@ run hadolint Dockerfile
 
 section "yamllint"
 mapfile -t yaml_files < <(git ls-files -co --exclude-standard -- 'values/*.yaml' "$CHART/values.yaml" "$CHART/Chart.yaml" \
-    'tests/chart/*.yaml' '.github/workflows/*.yml' '.github/workflows/*.yaml' | sort -u)
+    'tests/chart/*.yaml' 'e2e/*.yaml' '.github/workflows/*.yml' '.github/workflows/*.yaml' | sort -u)
 run yamllint --strict "${yaml_files[@]}"
 
 section "shellcheck"
