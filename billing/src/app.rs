@@ -8,6 +8,7 @@ use crate::db::{self, DbConn, DbPool};
 use crate::error::ApiError;
 use crate::metrics::{self, DbErrorKind};
 use crate::pipeline::{Pipelines, Shared};
+use crate::tls::Tls;
 use crate::txlog::TxLog;
 
 /// How long a timed-out write waits for its cancel request to be sent, and then for the statement's answer.
@@ -30,6 +31,9 @@ pub struct App {
     /// Bound on receiving a request body (`BODY_READ_TIMEOUT_SECS`), so a client that stops sending mid-body is
     /// answered 408 instead of holding its request open.
     pub body_timeout: Duration,
+    /// The connections' TLS settings, which cancel requests must use too: a server that accepts only TLS
+    /// connections refuses a plain cancel request.
+    tls: Tls,
     /// Set once the database answered and the migrations ran; until then data endpoints answer 503.
     started: Arc<AtomicBool>,
 }
@@ -41,9 +45,10 @@ impl App {
         txlog: Option<TxLog>,
         query_timeout: Duration,
         body_timeout: Duration,
+        tls: Tls,
     ) -> Self {
         let started = Arc::new(AtomicBool::new(false));
-        App { pool, reads: reads.map(Arc::new), txlog, query_timeout, body_timeout, started }
+        App { pool, reads: reads.map(Arc::new), txlog, query_timeout, body_timeout, tls, started }
     }
 
     pub fn mark_started(&self) {
@@ -90,7 +95,7 @@ impl App {
         }
         let waited = self.query_timeout.as_secs();
         log::warn!("{action}: no answer from the database within {waited}s; cancelling the statement");
-        match tokio::time::timeout(CANCEL_GRACE, cancel.cancel_query(tokio_postgres::NoTls)).await {
+        match tokio::time::timeout(CANCEL_GRACE, cancel.cancel_query(self.tls.connector())).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => log::warn!("{action}: could not send the cancel request: {e}"),
             Err(_) => log::warn!("{action}: could not send the cancel request within {}s", CANCEL_GRACE.as_secs()),

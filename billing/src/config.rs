@@ -7,10 +7,14 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::tls::{Tls, take_tls_params};
+
 /// Everything the service needs to start. Built once by [`Config::from_env`].
 #[derive(Clone)]
 pub struct Config {
     pub database: tokio_postgres::Config,
+    /// `sslmode`/`sslrootcert` and the TLS connector every connection and cancel request uses.
+    pub tls: Tls,
     pub listen_addr: SocketAddr,
     pub pool_size: u32,
     /// Connections shared by all point reads, which tokio-postgres pipelines (see `pipeline.rs`); 0 sends point
@@ -36,6 +40,7 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("database", &describe_database(&self.database))
+            .field("tls", &self.tls)
             .field("listen_addr", &self.listen_addr)
             .field("pool_size", &self.pool_size)
             .field("read_connections", &self.read_connections)
@@ -80,7 +85,7 @@ impl Config {
                     .into(),
             )
         })?;
-        let mut database = parse_database_url(&url)?;
+        let (mut database, tls) = parse_database_url(&url, &lookup)?;
         if let Some(password) = lookup("DATABASE_PASSWORD").filter(|p| !p.is_empty()) {
             // Taken verbatim: a password from a Kubernetes Secret needs no URL-encoding.
             database.password(password);
@@ -114,6 +119,7 @@ impl Config {
 
         Ok(Config {
             database,
+            tls,
             listen_addr,
             pool_size: u32::try_from(parse_number(&get, "DATABASE_POOL_SIZE", 20, 1, 1000)?)
                 .map_err(|e| ConfigError(e.to_string()))?,
@@ -137,7 +143,11 @@ impl Config {
     }
 }
 
-fn parse_database_url(url: &str) -> Result<tokio_postgres::Config, ConfigError> {
+/// The URL without its TLS keys, parsed by tokio-postgres, and the TLS settings from those keys and the environment.
+fn parse_database_url(
+    url: &str,
+    lookup: &impl Fn(&str) -> Option<String>,
+) -> Result<(tokio_postgres::Config, Tls), ConfigError> {
     let url = url.trim();
     // tokio-postgres also accepts "key=value" strings; the course and the chart use URLs, and requiring one turns
     // a stray value (a bare host name, a password pasted into the wrong variable) into a clear error.
@@ -148,8 +158,10 @@ fn parse_database_url(url: &str) -> Result<tokio_postgres::Config, ConfigError> 
                 .into(),
         ));
     }
+    // tokio-postgres knows neither sslrootcert nor verify-ca/verify-full: billing handles the TLS keys itself.
+    let (rest, tls_params) = take_tls_params(url)?;
     // The parser's own message can quote the offending text, which may contain the password: never show it.
-    let config = tokio_postgres::Config::from_str(url).map_err(|_| {
+    let config = tokio_postgres::Config::from_str(&rest).map_err(|_| {
         ConfigError(
             "DATABASE_URL is not a valid PostgreSQL URL: expected postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE \
              with special characters in the password percent-encoded (or the password in DATABASE_PASSWORD)"
@@ -162,16 +174,8 @@ fn parse_database_url(url: &str) -> Result<tokio_postgres::Config, ConfigError> 
     if config.get_dbname().is_none() {
         return Err(ConfigError("DATABASE_URL names no database: add /DATABASE after the host".into()));
     }
-    // Connections are plain TCP (no TLS library is built in). Said at start rather than as a TLS failure on every
-    // connection attempt until DATABASE_WAIT_SECS runs out.
-    if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-        return Err(ConfigError(
-            "DATABASE_URL asks for sslmode=require, but billing connects to PostgreSQL without TLS: use \
-             sslmode=disable (or prefer, which falls back to plain TCP) and keep the database on a trusted network"
-                .into(),
-        ));
-    }
-    Ok(config)
+    let tls = Tls::from_settings(tls_params, lookup)?;
+    Ok((config, tls))
 }
 
 fn parse_number(
@@ -306,12 +310,17 @@ mod tests {
     }
 
     #[test]
-    fn tls_is_refused_up_front() -> Result<(), ConfigError> {
-        let message = error(&[("DATABASE_URL", "postgres://u@h/d?sslmode=require")]);
-        assert!(message.starts_with("DATABASE_URL asks for sslmode=require"), "{message}");
-        for mode in ["disable", "prefer"] {
-            config(&[("DATABASE_URL", &format!("postgres://u@h/d?sslmode={mode}"))])?;
+    fn every_libpq_sslmode_is_accepted() -> Result<(), ConfigError> {
+        for mode in ["disable", "allow", "prefer", "require"] {
+            let c = config(&[("DATABASE_URL", &format!("postgres://u@h/d?sslmode={mode}"))])?;
+            assert_eq!(c.tls.mode().as_str(), mode);
         }
+        let message = error(&[("DATABASE_URL", "postgres://u:s3cretpw@h/d?sslmode=verify-ca")]);
+        assert!(message.starts_with("DATABASE_URL sslmode=verify-ca needs the CA certificate"), "{message}");
+        assert!(!message.contains("s3cretpw"), "{message}");
+        let message = error(&[("DATABASE_URL", "postgres://u:s3cretpw@h/d?sslmode=on")]);
+        assert!(message.starts_with("DATABASE_URL sslmode=\"on\" is not an sslmode"), "{message}");
+        assert!(!message.contains("s3cretpw"), "{message}");
         Ok(())
     }
 

@@ -16,6 +16,7 @@ use futures_util::FutureExt;
 use crate::config::{Config, describe_database};
 use crate::error::ApiError;
 use crate::metrics::{self, DbErrorKind};
+use crate::tls::{ConnectFailure, Tls};
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
@@ -26,24 +27,36 @@ const MIGRATION_LOCK_KEY: i64 = 0x0062_696c_6c69_6e67;
 pub type DbPool = Pool<AsyncPgConnection>;
 pub type DbConn = PooledConnection<'static, AsyncPgConnection>;
 
-/// Opens one connection, bounded by the configured connect timeout.
-pub async fn connect(database: &tokio_postgres::Config) -> Result<AsyncPgConnection, ConnectionError> {
-    let (client, connection) =
-        database.connect(tokio_postgres::NoTls).await.map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
-    AsyncPgConnection::try_from_client_and_connection(client, connection).await
+/// Opens one connection with the configured TLS settings, bounded by the configured connect timeout.
+pub async fn connect(database: &tokio_postgres::Config, tls: &Tls) -> Result<AsyncPgConnection, ConnectionError> {
+    open(database, tls).await.map_err(|e| ConnectionError::BadConnection(e.message))
+}
+
+async fn open(database: &tokio_postgres::Config, tls: &Tls) -> Result<AsyncPgConnection, ConnectFailure> {
+    let (client, connection) = tls.connect(database).await?;
+    AsyncPgConnection::try_from_client_and_connection(client, connection)
+        .await
+        .map_err(|e| ConnectFailure { message: e.to_string(), permanent: false })
 }
 
 /// Start-up: retries with exponential backoff (0.25 s doubling to 8 s) until the database answers or
-/// `config.database_wait` has passed, so a pod that starts before PostgreSQL waits instead of crash-looping.
+/// `config.database_wait` has passed, so a pod that starts before PostgreSQL waits instead of crash-looping. A
+/// refusal by the TLS settings (a certificate they reject, a server without TLS under `require`) ends the wait at
+/// once: it is the same on every attempt, and the operator should read it now rather than in two minutes.
 pub async fn wait_for_database(config: &Config) -> Result<AsyncPgConnection, String> {
     let started = Instant::now();
     let target = describe_database(&config.database);
     let mut delay = Duration::from_millis(250);
     for attempt in 1.. {
-        match connect(&config.database).await {
+        match open(&config.database, &config.tls).await {
             Ok(conn) => {
-                log::info!("connected to PostgreSQL at {target} (attempt {attempt})");
+                log::info!("connected to PostgreSQL at {target} (attempt {attempt}; {})", config.tls.describe());
                 return Ok(conn);
+            }
+            Err(e) if e.permanent => {
+                return Err(format!(
+                    "cannot connect to PostgreSQL at {target}: {e} (not retried: waiting will not change it)"
+                ));
             }
             Err(e) => {
                 let waited = started.elapsed();
@@ -88,10 +101,11 @@ pub async fn run_migrations(conn: AsyncPgConnection) -> Result<Vec<String>, Stri
 
 pub async fn build_pool(config: &Config) -> Result<DbPool, String> {
     let database = config.database.clone();
+    let tls = config.tls.clone();
     let mut manager_config = ManagerConfig::<AsyncPgConnection>::default();
     manager_config.custom_setup = Box::new(move |_url| {
-        let database = database.clone();
-        async move { connect(&database).await }.boxed()
+        let (database, tls) = (database.clone(), tls.clone());
+        async move { connect(&database, &tls).await }.boxed()
     });
     // A connection whose socket closed (PostgreSQL restarted, an idle timeout) is dropped at check-out and replaced,
     // at no round-trip cost; one that breaks mid-query fails that request with a 503 and is discarded.

@@ -16,6 +16,7 @@ pub mod router;
 pub mod schema;
 pub mod server;
 pub mod shutdown;
+pub mod tls;
 pub mod txlog;
 pub mod validation;
 
@@ -38,9 +39,16 @@ pub async fn run(config: Config) -> Result<(), String> {
     }
     let pool = db::build_pool(&config).await?;
     let txlog = config.log_file.clone().map(|path| TxLog::new(path, config.host_name.clone()));
-    let reads = (config.read_connections > 0)
-        .then(|| pipeline::Pipelines::new(config.read_connections, config.database.clone(), config.database_timeout));
-    let app = App::new(pool, reads, txlog, config.database_timeout, config.limits.body_read_timeout);
+    let reads = (config.read_connections > 0).then(|| {
+        pipeline::Pipelines::new(
+            config.read_connections,
+            config.database.clone(),
+            config.tls.clone(),
+            config.database_timeout,
+        )
+    });
+    let app =
+        App::new(pool, reads, txlog, config.database_timeout, config.limits.body_read_timeout, config.tls.clone());
 
     // Either a signal or a failed start-up ends the server; `stop` carries the latter to the graceful future.
     let (stop_tx, mut stop_rx) = watch::channel(false);

@@ -16,6 +16,7 @@ use diesel_async::AsyncPgConnection;
 use crate::config::describe_database;
 use crate::error::ApiError;
 use crate::metrics::{self, DbErrorKind};
+use crate::tls::Tls;
 
 /// One shared connection. Cloning is cheap; the connection closes when the last clone is dropped.
 #[derive(Clone)]
@@ -64,16 +65,17 @@ pub struct Pipelines {
     slots: Box<[Slot]>,
     next: AtomicUsize,
     database: tokio_postgres::Config,
+    tls: Tls,
     connect_timeout: Duration,
 }
 
 impl Pipelines {
     /// `count` shared connections, opened on first use and re-opened when they close.
-    pub fn new(count: usize, database: tokio_postgres::Config, connect_timeout: Duration) -> Self {
+    pub fn new(count: usize, database: tokio_postgres::Config, tls: Tls, connect_timeout: Duration) -> Self {
         let slots = (0..count.max(1))
             .map(|_| Slot { current: Mutex::new(None), reconnecting: tokio::sync::Mutex::new(None) })
             .collect();
-        Pipelines { slots, next: AtomicUsize::new(0), database, connect_timeout }
+        Pipelines { slots, next: AtomicUsize::new(0), database, tls, connect_timeout }
     }
 
     /// The next shared connection in turn, or the 503 that says why there is none.
@@ -93,7 +95,7 @@ impl Pipelines {
             metrics::database_error(DbErrorKind::Unavailable);
             return Err(ApiError::unavailable(failure.message.clone()));
         }
-        match tokio::time::timeout(self.connect_timeout, open(&self.database)).await {
+        match tokio::time::timeout(self.connect_timeout, open(&self.database, &self.tls)).await {
             Ok(Ok(shared)) => {
                 slot.set(Some(shared.clone()));
                 *last_failure = None;
@@ -117,8 +119,8 @@ impl Pipelines {
     }
 }
 
-async fn open(database: &tokio_postgres::Config) -> Result<Shared, String> {
-    let (client, connection) = database.connect(tokio_postgres::NoTls).await.map_err(|e| e.to_string())?;
+async fn open(database: &tokio_postgres::Config, tls: &Tls) -> Result<Shared, String> {
+    let (client, connection) = tls.connect(database).await.map_err(|e| e.message)?;
     let closed = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&closed);
     let target = describe_database(database);
