@@ -6,7 +6,9 @@
 mod pg;
 mod port;
 mod process;
+mod tls;
 
-pub use pg::{PgOptions, PgServer, StopMode, shared, unique_name};
+pub use pg::{PgOptions, PgServer, ServerTls, StopMode, shared, unique_name};
 pub use port::free_port;
 pub use process::{HttpResponse, ServiceProcess, http_request};
+pub use tls::{ServerCert, TestCa};

@@ -27,6 +27,14 @@ pub enum StopMode {
     Immediate,
 }
 
+/// `ssl = on` for a server: its certificate, and pg_hba.conf lines placed before the defaults (for example
+/// `hostssl all tls_only 127.0.0.1/32 scram-sha-256`, or `hostnossl ...`), which PostgreSQL reads first.
+#[derive(Clone)]
+pub struct ServerTls {
+    pub cert: crate::ServerCert,
+    pub hba_first: Vec<String>,
+}
+
 /// One PostgreSQL server. Dropping it stops the server and deletes its files.
 pub struct PgServer {
     bin_dir: PathBuf,
@@ -34,6 +42,7 @@ pub struct PgServer {
     port: u16,
     run_as: Option<(u32, u32)>,
     options: PgOptions,
+    tls: Option<ServerTls>,
     child: Mutex<Option<Child>>,
 }
 
@@ -107,6 +116,16 @@ fn chown(path: &Path, owner: Option<(u32, u32)>) -> Result<(), String> {
 
 impl PgServer {
     pub fn start(options: PgOptions) -> Result<Self, String> {
+        Self::start_with(options, None)
+    }
+
+    /// A server with `ssl = on`, presenting `tls.cert`; plain connections are accepted too unless `tls.hba_first`
+    /// says otherwise.
+    pub fn start_tls(options: PgOptions, tls: ServerTls) -> Result<Self, String> {
+        Self::start_with(options, Some(tls))
+    }
+
+    fn start_with(options: PgOptions, tls: Option<ServerTls>) -> Result<Self, String> {
         let bin_dir = find_bin_dir()?;
         let run_as = unprivileged_user()?;
         let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
@@ -115,7 +134,7 @@ impl PgServer {
         fs::set_permissions(&root, fs::Permissions::from_mode(0o700)).map_err(|e| e.to_string())?;
         chown(&root, run_as)?;
 
-        let mut server = PgServer { bin_dir, root, port: 0, run_as, options, child: Mutex::new(None) };
+        let mut server = PgServer { bin_dir, root, port: 0, run_as, options, tls, child: Mutex::new(None) };
         server.initdb()?;
         let mut last_error = String::new();
         for _ in 0..5 {
@@ -159,9 +178,27 @@ impl PgServer {
         }
         // Superuser `postgres` without a password for the harness; every other role must use its password, so
         // the service's password handling is exercised for real.
-        let hba =
-            "local all all trust\nhost all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n";
+        let mut hba = String::new();
+        if let Some(tls) = &self.tls {
+            self.write_private(&self.data_dir().join("server.crt"), &tls.cert.cert_pem)?;
+            self.write_private(&self.data_dir().join("server.key"), &tls.cert.key_pem)?;
+            for line in &tls.hba_first {
+                hba.push_str(line);
+                hba.push('\n');
+            }
+        }
+        hba.push_str(
+            "local all all trust\nhost all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n",
+        );
         fs::write(self.data_dir().join("pg_hba.conf"), hba).map_err(|e| format!("write pg_hba.conf: {e}"))
+    }
+
+    /// A file only the server's user may read, as PostgreSQL demands of its private key.
+    fn write_private(&self, path: &Path, contents: &str) -> Result<(), String> {
+        fs::write(path, contents).map_err(|e| format!("write {}: {e}", path.display()))?;
+        fs::set_permissions(path, fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("chmod {}: {e}", path.display()))?;
+        chown(path, self.run_as)
     }
 
     fn launch(&self) -> Result<(), String> {
@@ -180,6 +217,10 @@ impl PgServer {
             .args(["-c", "max_connections=300", "-c", "shared_buffers=32MB"]);
         if !self.options.durable {
             cmd.args(["-c", "fsync=off", "-c", "full_page_writes=off"]);
+        }
+        if self.tls.is_some() {
+            // Relative paths are read from the data directory.
+            cmd.args(["-c", "ssl=on", "-c", "ssl_cert_file=server.crt", "-c", "ssl_key_file=server.key"]);
         }
         let mut child = cmd
             .stdin(Stdio::null())
@@ -215,6 +256,11 @@ impl PgServer {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The psql of the same installation, for tests that run it with URLs and settings of their own.
+    pub fn psql_path(&self) -> PathBuf {
+        self.bin_dir.join("psql")
     }
 
     /// Connection URL for `database` as the superuser (trusted on loopback).
