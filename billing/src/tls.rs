@@ -369,7 +369,11 @@ impl Tls {
         if let Some(tls) = rustls_error(e) {
             let message = match tls {
                 rustls::Error::InvalidCertificate(CertificateError::NotValidForNameContext { expected, presented }) => {
-                    let names = if presented.is_empty() { "no host name".to_string() } else { presented.join(", ") };
+                    let names = if presented.is_empty() {
+                        "no host name".to_string()
+                    } else {
+                        presented.iter().map(|name| bare_name(name)).collect::<Vec<_>>().join(", ")
+                    };
                     format!("{mode}: the server certificate is for {names}, not {}", expected.to_str())
                 }
                 rustls::Error::InvalidCertificate(CertificateError::NotValidForName) => {
@@ -393,6 +397,14 @@ impl Tls {
             };
         }
         ConnectFailure { message: text, permanent: false }
+    }
+}
+
+/// rustls lists a certificate's names as `DnsName("db.example.com")`: the name alone reads better.
+fn bare_name(presented: &str) -> &str {
+    match (presented.find('"'), presented.rfind('"')) {
+        (Some(start), Some(end)) if end > start => &presented[start + 1..end],
+        _ => presented,
     }
 }
 
