@@ -382,6 +382,16 @@ impl Tls {
                 rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => {
                     format!("{mode}: the server certificate is not signed by {}{implied}", self.roots.describe())
                 }
+                // webpki's CaUsedAsEndEntity, which rustls passes on only as text: `openssl req -x509` makes such
+                // certificates by default, and OpenSSL (so libpq) accepts one as its own root.
+                rustls::Error::InvalidCertificate(CertificateError::Other(other))
+                    if other.to_string().contains("CaUsedAsEndEntity") =>
+                {
+                    format!(
+                        "{mode}: the server certificate is a CA certificate (basicConstraints CA:TRUE), which rustls \
+                         does not accept as a server's own: sign it with a CA, or make it with CA:FALSE"
+                    )
+                }
                 rustls::Error::InvalidCertificate(other) => {
                     format!("{mode}: the server certificate is refused ({other}){implied}")
                 }
@@ -389,15 +399,27 @@ impl Tls {
             };
             return ConnectFailure { message, permanent: true };
         }
-        let text = e.to_string();
         if std::error::Error::source(e).is_some_and(|s| s.to_string() == "server does not support TLS") {
             return ConnectFailure {
                 message: format!("{mode}: the server does not support TLS (its ssl setting is off)"),
                 permanent: true,
             };
         }
-        ConnectFailure { message: text, permanent: false }
+        ConnectFailure { message: with_causes(e), permanent: false }
     }
+}
+
+/// tokio-postgres's error and its causes on one line: its own text is only the kind ("db error", "error
+/// connecting to server"), the part worth reading (PostgreSQL's message, the OS's) is in the causes.
+fn with_causes(e: &tokio_postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(err) = cause {
+        text.push_str(": ");
+        text.push_str(&err.to_string().replace('\n', " "));
+        cause = err.source();
+    }
+    text
 }
 
 /// rustls lists a certificate's names as `DnsName("db.example.com")`: the name alone reads better.

@@ -66,6 +66,9 @@ struct World {
     other_name: PgServer,
     /// `ssl = off`.
     plain: PgServer,
+    /// `ssl = on` with a self-signed certificate that is also a CA, and that certificate as a root file.
+    self_signed: PgServer,
+    self_signed_root: PathBuf,
     /// An empty HOME: no default root certificate.
     empty_home: PathBuf,
     /// HOMEs whose ~/.postgresql/root.crt is the good or the wrong CA.
@@ -109,10 +112,27 @@ impl World {
         create_roles(&other_name, &["payer"])?;
         let plain = PgServer::start(PgOptions::default())?;
         create_roles(&plain, &["payer"])?;
+        let own = TestCa::self_signed_ca_server(&["127.0.0.1"])?;
+        let self_signed_root = scratch.path("self-signed.pem");
+        std::fs::write(&self_signed_root, &own.cert_pem).map_err(|e| e.to_string())?;
+        let self_signed = PgServer::start_tls(PgOptions::default(), ServerTls { cert: own, hba_first: Vec::new() })?;
+        create_roles(&self_signed, &["payer"])?;
         let empty_home = scratch.home("home-empty", None)?;
         let good_home = scratch.home("home-good", Some(&good))?;
         let wrong_home = scratch.home("home-wrong", Some(&wrong))?;
-        Ok(World { scratch, good_ca, wrong_ca, tls, other_name, plain, empty_home, good_home, wrong_home })
+        Ok(World {
+            scratch,
+            good_ca,
+            wrong_ca,
+            tls,
+            other_name,
+            plain,
+            self_signed,
+            self_signed_root,
+            empty_home,
+            good_home,
+            wrong_home,
+        })
     }
 }
 
@@ -380,13 +400,13 @@ fn each_sslmode_connects_or_refuses_as_psql_does() -> Result<(), String> {
         Case::new("hostssl-only role, disable", tls, home, "sslmode=disable", Refused)
             .user("tls_user")
             .retried()
-            .says("gave up connecting"),
+            .says("pg_hba.conf rejects connection"),
         Case::new("hostnossl-only role, prefer (TLS refused, then plain)", tls, home, "sslmode=prefer", Plain)
             .user("plain_user"),
         Case::new("hostnossl-only role, require", tls, home, "sslmode=require", Refused)
             .user("plain_user")
             .retried()
-            .says("gave up connecting"),
+            .says("pg_hba.conf rejects connection"),
     ];
     let other_name = vec![
         Case::new("cert for db.example.com, require", other, home, "sslmode=require", Tls),
@@ -460,6 +480,17 @@ fn each_sslmode_connects_or_refuses_as_psql_does() -> Result<(), String> {
         )
         .psql_differs(Tls)
         .says("the file does not exist"),
+        // OpenSSL takes a self-signed CA certificate as its own root; rustls (webpki) refuses a CA as a server.
+        Case::new(
+            "self-signed CA:TRUE server cert, verify-full + itself as root",
+            &w.self_signed,
+            home,
+            format!("sslmode=verify-full&sslrootcert={}", w.self_signed_root.display()),
+            Refused,
+        )
+        .psql_differs(Tls)
+        .says("the server certificate is a CA certificate (basicConstraints CA:TRUE)"),
+        Case::new("self-signed CA:TRUE server cert, require", &w.self_signed, home, "sslmode=require", Tls),
         // sslrootcert=system is PostgreSQL 16+ (psql 15 takes "system" for a file name); SSL_CERT_FILE stands in
         // for the system store of both clients.
         Case::new(

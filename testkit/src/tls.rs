@@ -55,4 +55,18 @@ impl TestCa {
         let cert = params.signed_by(&key, &self.issuer).map_err(|e| format!("server certificate: {e}"))?;
         Ok(ServerCert { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
     }
+
+    /// A self-signed server certificate that is also a CA (basicConstraints CA:TRUE), as `openssl req -x509`
+    /// makes by default, valid for `names`: its own `cert_pem` is the only root that can vouch for it.
+    pub fn self_signed_ca_server(names: &[&str]) -> Result<ServerCert, String> {
+        let owned: Vec<String> = names.iter().map(ToString::to_string).collect();
+        let mut params = CertificateParams::new(owned).map_err(|e| format!("certificate parameters: {e}"))?;
+        if let Some(first) = names.first() {
+            params.distinguished_name.push(DnType::CommonName, *first);
+        }
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let key = KeyPair::generate().map_err(|e| format!("server key: {e}"))?;
+        let cert = params.self_signed(&key).map_err(|e| format!("server certificate: {e}"))?;
+        Ok(ServerCert { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+    }
 }
