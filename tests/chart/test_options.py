@@ -210,8 +210,21 @@ def test_connection_budget_of_the_bundled_postgresql(helm):
     assert r.get("Deployment", "billing")["spec"]["replicas"] == 5
 
 
-def test_external_database_requiring_tls_is_refused(helm):
-    """billing has no TLS client; it would exit at start, so the chart says so first."""
-    err = render_error(helm, "--set", "postgresql.enabled=false",
-                       "--set", "externalDatabase.url=postgres://billing@db:5432/billing?sslmode=require")
-    assert "externalDatabase.url asks for sslmode=require, but billing connects to PostgreSQL without TLS" in err
+def test_external_database_tls_settings(helm):
+    """Every libpq sslmode is passed through; what billing would refuse at start the chart refuses first: an
+    unknown mode, verify-ca/verify-full without a CA (the chart mounts none yet), system roots without verify-full."""
+    for query in ("sslmode=require", "sslmode=allow", "sslmode=verify-full&sslrootcert=system",
+                  "sslmode=verify-ca&sslrootcert=/etc/ssl/certs/ca-certificates.crt", "sslrootcert=system"):
+        url = f"postgres://billing@db:5432/billing?{query}"
+        r = render(helm, sets={"postgresql.enabled": "false", "externalDatabase.url": url})
+        assert app_env(r)["DATABASE_URL"]["value"] == url
+    refused = {
+        "sslmode=verify-full": "asks for sslmode=verify-full, which needs the CA certificate",
+        "application_name=x&sslmode=verify-ca": "asks for sslmode=verify-ca, which needs the CA certificate",
+        "sslmode=verify": "asks for sslmode=verify, which billing does not know",
+        "sslmode=require&sslrootcert=system": "combines sslrootcert=system with sslmode=require",
+    }
+    for query, message in refused.items():
+        err = render_error(helm, "--set", "postgresql.enabled=false",
+                           "--set", f"externalDatabase.url=postgres://billing@db:5432/billing?{query}")
+        assert f"externalDatabase.url {message}" in err, err

@@ -137,8 +137,17 @@ and nothing needs URL-encoding.
 {{- printf "postgres://%s@%s:%d/%s" .Values.postgresql.auth.username (include "billing.postgresql.fullname" .) (int .Values.postgresql.service.port) .Values.postgresql.auth.database -}}
 {{- else -}}
 {{- $url := required "postgresql.enabled is false, so externalDatabase.url is required (postgres://user@host:5432/db, without the password)" .Values.externalDatabase.url -}}
-{{- if regexMatch "[?&]sslmode=require(&|$)" $url -}}
-{{- fail "\n\nexternalDatabase.url asks for sslmode=require, but billing connects to PostgreSQL without TLS and would refuse to start.\nUse sslmode=disable (or prefer, which falls back to plain TCP) and keep the database on a trusted network.\n" -}}
+{{- /* The TLS settings billing would refuse at start are refused here first. */ -}}
+{{- $mode := regexReplaceAll "^[?&]sslmode=" (regexFind "[?&]sslmode=[^&]*" $url) "" -}}
+{{- $root := regexReplaceAll "^[?&]sslrootcert=" (regexFind "[?&]sslrootcert=[^&]*" $url) "" -}}
+{{- if and $mode (not (has $mode (list "disable" "allow" "prefer" "require" "verify-ca" "verify-full"))) -}}
+{{- fail (printf "\n\nexternalDatabase.url asks for sslmode=%s, which billing does not know: use disable, allow, prefer, require, verify-ca or verify-full.\n" $mode) -}}
+{{- end -}}
+{{- if and (eq $root "system") $mode (ne $mode "verify-full") -}}
+{{- fail (printf "\n\nexternalDatabase.url combines sslrootcert=system with sslmode=%s: the system's CAs vouch for any host, so billing accepts them only with sslmode=verify-full.\n" $mode) -}}
+{{- end -}}
+{{- if and (has $mode (list "verify-ca" "verify-full")) (not $root) -}}
+{{- fail (printf "\n\nexternalDatabase.url asks for sslmode=%s, which needs the CA certificate that signed the server's, and the chart does not mount one yet.\nAdd sslrootcert=system (verify-full, for a certificate from a public CA, checked against the image's trusted CAs), or use sslmode=require (encrypted, certificate not checked).\n" $mode) -}}
 {{- end -}}
 {{- $url -}}
 {{- end -}}
