@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use billing_testkit::{PgOptions, PgServer, ServerTls, ServiceProcess, TestCa, http_request, unique_name};
-use common::{BIN, READY_TIMEOUT, TestResult, client};
+use common::{BIN, READY_TIMEOUT, TestResult, client, lock_transactions_in};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -579,15 +579,7 @@ async fn writes_reads_and_cancel_requests_go_over_tls() -> TestResult {
     )?;
     assert_eq!(ssl, "true,true", "the pooled and the shared read connection should both use TLS");
 
-    let mut locker = pg
-        .psql_background(&db, "BEGIN; LOCK TABLE transactions IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(4); COMMIT;")?;
-    let lock_held = "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
-                     WHERE c.relname = 'transactions' AND l.mode = 'AccessExclusiveLock' AND l.granted";
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while pg.psql(&db, lock_held)? != "1" {
-        assert!(Instant::now() < deadline, "the lock was never taken");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let mut locker = lock_transactions_in(&pg, &db, 4).await?;
     let started = Instant::now();
     let r = http.post(service.url("/add?client_id=stuck&amount=1")).send().await?;
     let took = started.elapsed();

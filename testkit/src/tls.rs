@@ -44,11 +44,7 @@ impl TestCa {
     /// A server certificate signed by this CA, valid for `names` (IP addresses become IP SANs, anything else DNS
     /// SANs); the first name is also the common name.
     pub fn issue(&self, names: &[&str]) -> Result<ServerCert, String> {
-        let owned: Vec<String> = names.iter().map(ToString::to_string).collect();
-        let mut params = CertificateParams::new(owned).map_err(|e| format!("certificate parameters: {e}"))?;
-        if let Some(first) = names.first() {
-            params.distinguished_name.push(DnType::CommonName, *first);
-        }
+        let mut params = server_params(names)?;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let key = KeyPair::generate().map_err(|e| format!("server key: {e}"))?;
@@ -59,14 +55,21 @@ impl TestCa {
     /// A self-signed server certificate that is also a CA (basicConstraints CA:TRUE), as `openssl req -x509`
     /// makes by default, valid for `names`: its own `cert_pem` is the only root that can vouch for it.
     pub fn self_signed_ca_server(names: &[&str]) -> Result<ServerCert, String> {
-        let owned: Vec<String> = names.iter().map(ToString::to_string).collect();
-        let mut params = CertificateParams::new(owned).map_err(|e| format!("certificate parameters: {e}"))?;
-        if let Some(first) = names.first() {
-            params.distinguished_name.push(DnType::CommonName, *first);
-        }
+        let mut params = server_params(names)?;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         let key = KeyPair::generate().map_err(|e| format!("server key: {e}"))?;
         let cert = params.self_signed(&key).map_err(|e| format!("server certificate: {e}"))?;
         Ok(ServerCert { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
     }
+}
+
+/// Parameters for a certificate valid for `names` (IP addresses become IP SANs, anything else DNS SANs), the first
+/// also its common name.
+fn server_params(names: &[&str]) -> Result<CertificateParams, String> {
+    let owned: Vec<String> = names.iter().map(ToString::to_string).collect();
+    let mut params = CertificateParams::new(owned).map_err(|e| format!("certificate parameters: {e}"))?;
+    if let Some(first) = names.first() {
+        params.distinguished_name.push(DnType::CommonName, *first);
+    }
+    Ok(params)
 }

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use billing_testkit::{ServiceProcess, shared, unique_name};
+use billing_testkit::{PgServer, ServiceProcess, shared, unique_name};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_billing");
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -103,14 +103,23 @@ pub fn parse_log_line(line: &str) -> Result<LogLine, String> {
 /// Holds an exclusive lock on the app's `transactions` table for `seconds` from a psql session, so that writes wait
 /// inside the database; returns once the lock is granted. Wait on the returned child to know it was released.
 pub async fn lock_transactions(app: &TestApp, seconds: u32) -> Result<std::process::Child, Box<dyn std::error::Error>> {
-    let locker = shared().psql_background(
-        &app.db,
+    lock_transactions_in(shared(), &app.db, seconds).await
+}
+
+/// [`lock_transactions`] for the `transactions` table of `db` on another server than the shared one.
+pub async fn lock_transactions_in(
+    server: &PgServer,
+    db: &str,
+    seconds: u32,
+) -> Result<std::process::Child, Box<dyn std::error::Error>> {
+    let locker = server.psql_background(
+        db,
         &format!("BEGIN; LOCK TABLE transactions IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep({seconds}); COMMIT;"),
     )?;
     let lock_held = "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
                      WHERE c.relname = 'transactions' AND l.mode = 'AccessExclusiveLock' AND l.granted";
     let deadline = Instant::now() + Duration::from_secs(10);
-    while app.sql(lock_held)? != "1" {
+    while server.psql(db, lock_held)? != "1" {
         assert!(Instant::now() < deadline, "the lock was never taken");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
