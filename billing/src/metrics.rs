@@ -36,8 +36,9 @@ pub const CONNECTIONS_REFUSED: &str = "billing_http_connections_refused_total";
 pub const DURATION_BUCKETS: [f64; 16] =
     [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
-/// How often histogram samples are folded into their buckets when nobody scrapes, so memory stays bounded.
-const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+/// How often histogram samples are folded into their buckets when nobody scrapes, so memory stays bounded: at 5 s,
+/// 80k requests/s of `/ping` held 6 MiB of raw samples between upkeeps (bench/run.sh, peak RSS 14.2 vs 8.3 MiB).
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Why a database call failed, as the `kind` label of [`DATABASE_ERRORS`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
