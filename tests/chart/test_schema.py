@@ -74,6 +74,36 @@ def _write(tmp_path: Path, text: str) -> str:
 # value and what is wrong with it.
 REJECTIONS = [
     (
+        "unknown-log-format",
+        ["--set", "config.logFormat=yaml"],
+        'config.logFormat must be one of the following: "text", "json"',
+        "at '/config/logFormat': value must be one of 'text', 'json'",
+    ),
+    (
+        "header-limit-below-hypers-minimum",
+        ["--set", "config.maxHeaderBytes=1024"],
+        "config.maxHeaderBytes: Must be greater than or equal to 8192",
+        "at '/config/maxHeaderBytes': minimum: got 1,024, want 8,192",
+    ),
+    (
+        "zero-header-timeout",
+        ["--set", "config.headerReadTimeoutSecs=0"],
+        "config.headerReadTimeoutSecs: Must be greater than or equal to 1",
+        "at '/config/headerReadTimeoutSecs': minimum: got 0, want 1",
+    ),
+    (
+        "body-timeout-over-5-minutes",
+        ["--set", "config.bodyReadTimeoutSecs=301"],
+        "config.bodyReadTimeoutSecs: Must be less than or equal to 300",
+        "at '/config/bodyReadTimeoutSecs': maximum: got 301, want 300",
+    ),
+    (
+        "too-few-connections",
+        ["--set", "config.maxConnections=8"],
+        "config.maxConnections: Must be greater than or equal to 16",
+        "at '/config/maxConnections': minimum: got 8, want 16",
+    ),
+    (
         "unknown-workload-kind",
         ["--set", "workload.kind=ReplicaSet"],
         'workload.kind must be one of the following: "Deployment", "StatefulSet"',

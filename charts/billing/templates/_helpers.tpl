@@ -349,6 +349,16 @@ spec:
           value: {{ .Values.config.databaseTimeoutSecs | quote }}
         - name: RUST_LOG
           value: {{ .Values.config.rustLog | quote }}
+        - name: LOG_FORMAT
+          value: {{ .Values.config.logFormat | quote }}
+        - name: HEADER_READ_TIMEOUT_SECS
+          value: {{ .Values.config.headerReadTimeoutSecs | quote }}
+        - name: BODY_READ_TIMEOUT_SECS
+          value: {{ .Values.config.bodyReadTimeoutSecs | quote }}
+        - name: MAX_HEADER_BYTES
+          value: {{ .Values.config.maxHeaderBytes | quote }}
+        - name: MAX_CONNECTIONS
+          value: {{ .Values.config.maxConnections | quote }}
         - name: METRICS_ENABLED
           value: {{ .Values.metrics.enabled | quote }}
         {{- if .Values.logs.enabled }}
