@@ -27,6 +27,8 @@ pub struct Config {
     /// How long SIGTERM waits for in-flight requests before the process exits anyway.
     pub shutdown_timeout: Duration,
     pub log_file: Option<PathBuf>,
+    /// How long a payment waits for its transaction-log line before answering anyway (`LOG_WRITE_TIMEOUT_SECS`).
+    pub log_write_timeout: Duration,
     /// Record metrics and serve them at `GET /metrics` (`METRICS_ENABLED`, default true).
     pub metrics_enabled: bool,
     /// What one client may take from the server: see [`crate::server::Limits`].
@@ -48,6 +50,7 @@ impl fmt::Debug for Config {
             .field("database_wait", &self.database_wait)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("log_file", &self.log_file)
+            .field("log_write_timeout", &self.log_write_timeout)
             .field("metrics_enabled", &self.metrics_enabled)
             .field("limits", &self.limits)
             .field("host_name", &self.host_name)
@@ -129,6 +132,7 @@ impl Config {
             database_wait: Duration::from_secs(parse_number(&get, "DATABASE_WAIT_SECS", 120, 0, 86_400)?),
             shutdown_timeout: Duration::from_secs(parse_number(&get, "SHUTDOWN_TIMEOUT_SECS", 20, 0, 3_600)?),
             log_file: get("LOG_FILE").map(PathBuf::from),
+            log_write_timeout: Duration::from_secs(parse_number(&get, "LOG_WRITE_TIMEOUT_SECS", 2, 1, 60)?),
             metrics_enabled: parse_bool(&get, "METRICS_ENABLED", true)?,
             limits: crate::server::Limits {
                 header_read_timeout: Duration::from_secs(parse_number(&get, "HEADER_READ_TIMEOUT_SECS", 10, 1, 300)?),
@@ -245,6 +249,7 @@ mod tests {
         assert_eq!(c.database.get_keepalives_idle(), Duration::from_secs(30));
         assert_eq!(c.database_timeout, Duration::from_secs(5));
         assert_eq!(c.log_file, None);
+        assert_eq!(c.log_write_timeout, Duration::from_secs(2));
         assert!(c.metrics_enabled);
         assert_eq!(c.limits.header_read_timeout, Duration::from_secs(10));
         assert_eq!(c.limits.body_read_timeout, Duration::from_secs(10));

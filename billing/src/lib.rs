@@ -38,7 +38,8 @@ pub async fn run(config: Config) -> Result<(), String> {
         metrics::install(config.pool_size, config.log_file.is_some())?;
     }
     let pool = db::build_pool(&config).await?;
-    let txlog = config.log_file.clone().map(|path| TxLog::new(path, config.host_name.clone()));
+    let txlog =
+        config.log_file.clone().map(|path| TxLog::new(path, config.host_name.clone(), config.log_write_timeout));
     let reads = (config.read_connections > 0).then(|| {
         pipeline::Pipelines::new(
             config.read_connections,
@@ -95,6 +96,9 @@ pub async fn run(config: Config) -> Result<(), String> {
             "requests still in flight after {}s; exiting anyway",
             config.shutdown_timeout.as_secs()
         ),
+    }
+    if let Some(waiting) = app.txlog.as_ref().map(TxLog::queued).filter(|n| *n > 0) {
+        log::warn!("transaction log: {waiting} lines of committed transactions were never written (the volume hung)");
     }
     drop(app);
     log::info!("stopped");

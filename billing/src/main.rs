@@ -57,7 +57,10 @@ fn serve() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(billing::run(config)) {
+    let result = runtime.block_on(billing::run(config));
+    // A transaction-log write stuck on a hung volume holds a blocking thread; do not wait for it forever.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("billing: {e}");

@@ -2,21 +2,34 @@
 //! `YYYY-MM-DD HH:MM:SS: host <hostname>, client <client_id>, amount <amount>`.
 //!
 //! Lines go out whole in `write(2)` calls on a file opened with `O_APPEND`, under a lock, so lines from concurrent
-//! requests never interleave or tear, and nothing waits in a user-space buffer: each request awaits the write of its
-//! own line before it answers. Lines that arrive while a write is in progress go out together in the next single
+//! requests never interleave, and nothing waits in a user-space buffer: each request awaits the write of its own
+//! line before it answers. Lines that arrive while a write is in progress go out together in the next single
 //! `write(2)`, so a busy pod makes one hand-off to a blocking thread per batch instead of one per payment. The
 //! database is the ledger; this file is a record of what this pod handled, so a failed write is logged and the
 //! request still succeeds.
+//!
+//! Bad days of the volume:
+//! - **It hangs** (a stuck network disk): a request waits at most `LOG_WRITE_TIMEOUT_SECS` for its line, then
+//!   answers 201 all the same — its payment is committed, and a client that timed out would retry and pay twice.
+//!   The line stays queued and is written when the volume answers again. At most [`MAX_QUEUED_LINES`] wait; past
+//!   that new lines are dropped and counted, so a volume that never comes back cannot exhaust memory.
+//! - **It fills up** (a partial write, then `ENOSPC`): the file is cut back to its length before the failed write,
+//!   so it holds only whole lines, and the next line is never appended to a fragment.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
 use crate::metrics;
 use crate::models::Transaction;
+
+/// Lines that may wait for a stalled volume (about 100 bytes each, so about 10 MB).
+pub const MAX_QUEUED_LINES: usize = 100_000;
 
 #[derive(Clone)]
 pub struct TxLog {
@@ -30,6 +43,14 @@ struct Inner {
     /// (the volume came back, the file was rotated away).
     file: Mutex<Option<File>>,
     queue: Mutex<Queue>,
+    /// Lines queued or being written: what a stalled volume holds back.
+    pending: AtomicUsize,
+    /// How long a request waits for its line to be written (`LOG_WRITE_TIMEOUT_SECS`).
+    wait: Duration,
+    started: Instant,
+    /// When a stall or a drop was last logged (ms since `started`): under a stuck volume every request would
+    /// otherwise log a line of its own.
+    last_warned: AtomicU64,
 }
 
 /// Lines waiting for the writer, each with the channel that tells its request how the write went.
@@ -60,8 +81,9 @@ impl Drop for Writer {
         if !self.finished {
             let mut queue = self.inner.queue.lock().unwrap_or_else(PoisonError::into_inner);
             metrics::txlog_dropped(queue.lines.len());
+            self.inner.pending.fetch_sub(queue.lines.len(), Ordering::AcqRel);
             queue.lines.clear();
-            metrics::txlog_queued(0);
+            metrics::txlog_queued(self.inner.pending.load(Ordering::Acquire));
             queue.writing = false;
         }
     }
@@ -87,7 +109,7 @@ fn open(path: &Path) -> std::io::Result<File> {
 impl TxLog {
     /// Opens (or creates) the file now, so a misconfigured path shows up in the start-up log rather than at the
     /// first payment. A failure here is reported, not fatal: the open is retried with every line.
-    pub fn new(path: PathBuf, host_name: String) -> Self {
+    pub fn new(path: PathBuf, host_name: String, wait: Duration) -> Self {
         let file = match open(&path) {
             Ok(f) => {
                 log::info!("transaction log: appending to {} as host {host_name}", path.display());
@@ -98,19 +120,47 @@ impl TxLog {
                 None
             }
         };
-        TxLog { inner: Arc::new(Inner { path, host_name, file: Mutex::new(file), queue: Mutex::default() }) }
+        let inner = Inner {
+            path,
+            host_name,
+            file: Mutex::new(file),
+            queue: Mutex::default(),
+            pending: AtomicUsize::new(0),
+            wait,
+            started: Instant::now(),
+            last_warned: AtomicU64::new(0),
+        };
+        TxLog { inner: Arc::new(inner) }
     }
 
-    /// Appends the line for `t` and returns once it is written (or failed). The writing runs on a blocking thread:
-    /// the log may sit on slow network storage.
+    /// Lines queued or being written.
+    pub fn queued(&self) -> usize {
+        self.inner.pending.load(Ordering::Acquire)
+    }
+
+    /// Appends the line for `t` and returns once it is written (or failed), or after the bounded wait with the line
+    /// still queued. The writing runs on a blocking thread: the log may sit on slow network storage.
     pub async fn append(&self, t: &Transaction) {
         let line = format_line(&self.inner.host_name, t);
         let id = t.id;
         let (done_tx, done_rx) = oneshot::channel();
         let start_writer = {
             let mut queue = self.inner.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            if self.inner.pending.load(Ordering::Acquire) >= MAX_QUEUED_LINES {
+                drop(queue);
+                metrics::txlog_dropped(1);
+                self.inner.warn(|| {
+                    format!(
+                        "transaction log: {MAX_QUEUED_LINES} lines are waiting for {}; dropping the line of \
+                         committed transaction {id} (and others like it, counted in \
+                         billing_txlog_lines_dropped_total)",
+                        self.inner.path.display()
+                    )
+                });
+                return;
+            }
             queue.lines.push((line, done_tx));
-            metrics::txlog_queued(queue.lines.len());
+            metrics::txlog_queued(self.inner.pending.fetch_add(1, Ordering::AcqRel) + 1);
             !std::mem::replace(&mut queue.writing, true)
         };
         if start_writer {
@@ -118,10 +168,21 @@ impl TxLog {
             // Not awaited: the result comes back through `done_rx`, for this line and any that join the batch.
             drop(tokio::task::spawn_blocking(move || writer.run()));
         }
-        let failure = match done_rx.await {
-            Ok(Ok(())) => return,
-            Ok(Err(e)) => e,
-            Err(_) => "the writer stopped before writing it".to_string(),
+        let failure = match tokio::time::timeout(self.inner.wait, done_rx).await {
+            Ok(Ok(Ok(()))) => return,
+            Ok(Ok(Err(e))) => e,
+            Ok(Err(_)) => "the writer stopped before writing it".to_string(),
+            Err(_) => {
+                self.inner.warn(|| {
+                    format!(
+                        "transaction log: {} did not take a line within {}s; transaction {id} (and any others \
+                         meanwhile) answered without waiting, its line stays queued until the volume answers",
+                        self.inner.path.display(),
+                        self.inner.wait.as_secs()
+                    )
+                });
+                return;
+            }
         };
         log::error!(
             "transaction log: transaction {id} is committed but its line could not be written to {}: {failure}",
@@ -131,6 +192,17 @@ impl TxLog {
 }
 
 impl Inner {
+    /// Logs at most one warning a second.
+    fn warn(&self, message: impl FnOnce() -> String) {
+        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX).max(1);
+        let last = self.last_warned.load(Ordering::Relaxed);
+        if (last == 0 || now.saturating_sub(last) >= 1000)
+            && self.last_warned.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            log::warn!("{}", message());
+        }
+    }
+
     /// Writes what is queued, batch after batch, until the queue is empty.
     fn drain(&self) {
         loop {
@@ -141,7 +213,6 @@ impl Inner {
                     queue.writing = false;
                     return;
                 }
-                metrics::txlog_queued(0);
                 std::mem::take(&mut queue.lines)
             };
             let mut bytes = Vec::with_capacity(batch.iter().map(|(line, _)| line.len()).sum());
@@ -154,6 +225,7 @@ impl Inner {
             } else {
                 metrics::txlog_failed(batch.len());
             }
+            metrics::txlog_queued(self.pending.fetch_sub(batch.len(), Ordering::AcqRel) - batch.len());
             for (_, done) in batch {
                 // The request may have gone (its client disconnected); the line is written all the same.
                 let _ = done.send(result.clone());
@@ -168,8 +240,18 @@ impl Inner {
             Some(f) => f,
             None => slot.insert(open(&self.path)?),
         };
+        // With O_APPEND every write goes to the end, so the length before is where this batch starts.
+        let before = file.metadata()?.len();
         let result = file.write_all(line).and_then(|()| file.flush());
-        if result.is_err() {
+        if let Err(e) = &result {
+            // Part of the batch may be on disk (a full volume takes what fits): cut it off, so the file keeps only
+            // whole lines and the next write does not continue a fragment.
+            if let Err(cut) = file.set_len(before) {
+                log::error!(
+                    "transaction log: writing {} failed ({e}) and the partial line could not be removed ({cut})",
+                    self.path.display()
+                );
+            }
             *slot = None;
         }
         result

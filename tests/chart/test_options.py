@@ -234,13 +234,15 @@ def test_server_limits_and_log_format_are_passed_with_safe_defaults(helm):
     for values, kind, name in ((("task1.yaml",), "Deployment", "billing"), (("task2.yaml",), "StatefulSet", "billing-stateful")):
         env = app_env(render(helm, values=values), kind, name)
         assert {k: env[k]["value"] for k in (
-            "LOG_FORMAT", "HEADER_READ_TIMEOUT_SECS", "BODY_READ_TIMEOUT_SECS", "MAX_HEADER_BYTES", "MAX_CONNECTIONS"
+            "LOG_FORMAT", "HEADER_READ_TIMEOUT_SECS", "BODY_READ_TIMEOUT_SECS", "MAX_HEADER_BYTES", "MAX_CONNECTIONS",
+            "LOG_WRITE_TIMEOUT_SECS",
         )} == {
             "LOG_FORMAT": "text",
             "HEADER_READ_TIMEOUT_SECS": "10",
             "BODY_READ_TIMEOUT_SECS": "10",
             "MAX_HEADER_BYTES": "16384",
             "MAX_CONNECTIONS": "10000",
+            "LOG_WRITE_TIMEOUT_SECS": "2",
         }
     env = app_env(render(helm, sets={"config.logFormat": "json", "config.maxConnections": "500"}))
     assert (env["LOG_FORMAT"]["value"], env["MAX_CONNECTIONS"]["value"]) == ("json", "500")

@@ -98,6 +98,12 @@ REJECTIONS = [
         "at '/config/bodyReadTimeoutSecs': maximum: got 301, want 300",
     ),
     (
+        "log-write-timeout-over-a-minute",
+        ["--set", "config.logWriteTimeoutSecs=61"],
+        "config.logWriteTimeoutSecs: Must be less than or equal to 60",
+        "at '/config/logWriteTimeoutSecs': maximum: got 61, want 60",
+    ),
+    (
         "too-few-connections",
         ["--set", "config.maxConnections=8"],
         "config.maxConnections: Must be greater than or equal to 16",

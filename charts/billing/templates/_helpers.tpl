@@ -359,6 +359,8 @@ spec:
           value: {{ .Values.config.maxHeaderBytes | quote }}
         - name: MAX_CONNECTIONS
           value: {{ .Values.config.maxConnections | quote }}
+        - name: LOG_WRITE_TIMEOUT_SECS
+          value: {{ .Values.config.logWriteTimeoutSecs | quote }}
         - name: METRICS_ENABLED
           value: {{ .Values.metrics.enabled | quote }}
         {{- if .Values.logs.enabled }}
