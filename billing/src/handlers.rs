@@ -71,9 +71,14 @@ pub async fn add(
     query: String,
     content_type: Option<String>,
     accept: Option<String>,
+    content_length: Option<u64>,
     body: impl Stream<Item = Result<impl Buf, warp::Error>> + Unpin,
 ) -> Response {
     let result: Result<Response, ApiError> = async {
+        // Refused before the body is read, so a client that sent `Expect: 100-continue` is not invited to send it.
+        if content_length.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+            return Err(ApiError::payload_too_large(MAX_BODY_BYTES));
+        }
         let body = tokio::time::timeout(app.body_timeout, read_body(body))
             .await
             .map_err(|_| ApiError::request_timeout(app.body_timeout))??;

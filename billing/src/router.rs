@@ -19,20 +19,25 @@ pub fn routes(app: App) -> impl Filter<Extract = (impl Reply,), Error = Infallib
     // The raw query string, or "" when there is none (warp rejects a missing one).
     let raw_query = warp::query::raw().or(warp::any().map(String::new)).unify();
 
-    let ping = warp::path!("ping").and(warp::get()).then(handlers::ping);
-    let healthz = warp::path!("healthz").and(warp::get()).then(handlers::healthz);
-    let readyz = warp::path!("readyz").and(warp::get()).and(with_app.clone()).then(handlers::readyz);
-    let metrics = warp::path!("metrics").and(warp::get()).and(with_app.clone()).then(handlers::metrics);
-    let get_all = warp::path!("getall").and(warp::get()).and(with_app.clone()).and(raw_query).then(getall::getall);
-    let get_one = warp::path!("get" / String).and(warp::get()).and(with_app.clone()).then(handlers::get);
+    // HEAD answers wherever GET does: the same status and headers, and hyper sends no body.
+    let get = || warp::get().or(warp::head()).unify();
+    let ping = warp::path!("ping").and(get()).then(handlers::ping);
+    let healthz = warp::path!("healthz").and(get()).then(handlers::healthz);
+    let readyz = warp::path!("readyz").and(get()).and(with_app.clone()).then(handlers::readyz);
+    let metrics = warp::path!("metrics").and(get()).and(with_app.clone()).then(handlers::metrics);
+    let get_all = warp::path!("getall").and(get()).and(with_app.clone()).and(raw_query).then(getall::getall);
+    let get_one = warp::path!("get" / String).and(get()).and(with_app.clone()).then(handlers::get);
     let add = warp::path!("add")
         .and(warp::post())
         .and(with_app)
         .and(raw_query)
         .and(warp::header::optional::<String>("content-type"))
         .and(warp::header::optional::<String>("accept"))
+        .and(warp::header::optional::<u64>("content-length"))
         .and(warp::body::stream())
-        .then(|app, query, content_type, accept, body| handlers::add(app, query, content_type, accept, Box::pin(body)));
+        .then(|app, query, content_type, accept, length, body| {
+            handlers::add(app, query, content_type, accept, length, Box::pin(body))
+        });
 
     let fallback = warp::method().and(warp::path::full()).map(fallback);
 
@@ -55,9 +60,9 @@ pub fn routes(app: App) -> impl Filter<Extract = (impl Reply,), Error = Infallib
 /// The methods each known path answers to.
 fn allowed_methods(path: &str) -> Option<&'static str> {
     match path {
-        "/ping" | "/healthz" | "/readyz" | "/metrics" | "/getall" => Some("GET"),
+        "/ping" | "/healthz" | "/readyz" | "/metrics" | "/getall" => Some("GET, HEAD"),
         "/add" => Some("POST"),
-        p if p.strip_prefix("/get/").is_some_and(|id| !id.is_empty() && !id.contains('/')) => Some("GET"),
+        p if p.strip_prefix("/get/").is_some_and(|id| !id.is_empty() && !id.contains('/')) => Some("GET, HEAD"),
         _ => None,
     }
 }

@@ -51,10 +51,8 @@ fn one_source<T>(field: &'static str, query: Option<T>, body: Option<T>) -> Resu
 }
 
 fn parse_form(bytes: &[u8], origin: &str) -> Result<Fields, ApiError> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(bytes)
-        .map_err(|e| ApiError::bad_request(format!("the {origin} is not valid form encoding: {e}")))?;
     let mut fields = Fields::default();
-    for (key, value) in pairs {
+    for (key, value) in form_pairs(bytes, origin)? {
         match key.as_str() {
             "client_id" => set_once(&mut fields.client_id, "client_id", value)?,
             "amount" => set_once(&mut fields.amount, "amount", AmountInput::Text(value))?,
@@ -63,6 +61,47 @@ fn parse_form(bytes: &[u8], origin: &str) -> Result<Fields, ApiError> {
         }
     }
     Ok(fields)
+}
+
+/// `application/x-www-form-urlencoded` pairs, strictly: `+` is a space and `%XX` a byte as everywhere, but a `%`
+/// not followed by two hex digits, or bytes that do not decode to UTF-8, are a 400 naming the field. (The
+/// `form_urlencoded` crate behind serde_urlencoded keeps a stray `%` as it is and turns bad UTF-8 into U+FFFD, so
+/// `client_id=%E0%A4` would be stored as a replacement character nobody sent.)
+fn form_pairs(bytes: &[u8], origin: &str) -> Result<Vec<(String, String)>, ApiError> {
+    let decode = |part: &[u8], what: &str| -> Result<String, ApiError> {
+        let bad_escape = part
+            .iter()
+            .enumerate()
+            .any(|(i, b)| *b == b'%' && !part.get(i + 1..i + 3).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)));
+        let spaced: Vec<u8> = part.iter().map(|b| if *b == b'+' { b' ' } else { *b }).collect();
+        let decoded = percent_encoding::percent_decode(&spaced).decode_utf8();
+        match decoded {
+            Ok(text) if !bad_escape => Ok(text.into_owned()),
+            _ => {
+                let shown = String::from_utf8_lossy(part);
+                let message = format!(
+                    "{what} in the {origin} is not valid percent-encoded UTF-8 ({shown:?}): a % must be followed by \
+                     two hex digits, and the bytes must spell UTF-8 text"
+                );
+                Err(match what {
+                    "client_id" => ApiError::invalid("client_id", message),
+                    "amount" => ApiError::invalid("amount", message),
+                    _ => ApiError::bad_request(message),
+                })
+            }
+        }
+    };
+    let mut pairs = Vec::new();
+    for pair in bytes.split(|b| *b == b'&').filter(|p| !p.is_empty()) {
+        let (key, value) = match pair.iter().position(|b| *b == b'=') {
+            Some(eq) => (&pair[..eq], &pair[eq + 1..]),
+            None => (pair, &b""[..]),
+        };
+        let key = decode(key, "a parameter name")?;
+        let value = decode(value, &key)?;
+        pairs.push((key, value));
+    }
+    Ok(pairs)
 }
 
 fn set_once<T>(slot: &mut Option<T>, field: &'static str, value: T) -> Result<(), ApiError> {
@@ -94,22 +133,34 @@ fn parse_body(body: Body<'_>) -> Result<Fields, ApiError> {
     }
 }
 
+/// The two fields of a JSON body. serde's derived deserializer refuses a field given twice ("duplicate field"),
+/// where a `Value` would silently keep the last one.
+#[derive(serde::Deserialize)]
+struct JsonFields {
+    #[serde(default)]
+    client_id: Option<Value>,
+    #[serde(default)]
+    amount: Option<Value>,
+}
+
 fn parse_json(bytes: &[u8]) -> Result<Fields, ApiError> {
     let value: Value =
         serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
-    let Value::Object(mut map) = value else {
+    if !value.is_object() {
         return Err(ApiError::bad_request(
             r#"the JSON body must be an object such as {"client_id": "1", "amount": 1000}"#,
         ));
-    };
-    let client_id = match map.remove("client_id") {
+    }
+    let map: JsonFields = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request(format!("the JSON body is ambiguous: {e}; send each field once")))?;
+    let client_id = match map.client_id {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s),
         // Integers are accepted and kept as their decimal spelling: `{"client_id": 1}` means client "1".
         Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Some(n.to_string()),
         Some(_) => return Err(ApiError::invalid("client_id", "client_id must be a string")),
     };
-    let amount = match map.remove("amount") {
+    let amount = match map.amount {
         None | Some(Value::Null) => None,
         Some(v) => Some(AmountInput::Json(v)),
     };
@@ -127,19 +178,36 @@ pub fn validate_client_id(client_id: String) -> Result<String, ApiError> {
             format!("client_id must be at most {CLIENT_ID_MAX_CHARS} characters, got {chars}"),
         ));
     }
-    // Same set as the table's CHECK constraint: C0 and C1 controls (a newline would forge a log line).
-    if let Some(c) = client_id.chars().find(|c| c.is_control()) {
+    // C0 and C1 controls (the table's CHECK constraint has the same set: a newline would forge a log line), the
+    // Unicode line and paragraph separators (which editors and log viewers also break lines at), and the bidi
+    // controls (which make a line display in another order than it reads, e.g. an amount shown before the client).
+    if let Some(c) = client_id.chars().find(|c| c.is_control() || is_line_or_bidi_control(*c)) {
         return Err(ApiError::invalid(
             "client_id",
-            format!("client_id must not contain control characters, found U+{:04X}", u32::from(c)),
+            format!(
+                "client_id must not contain control, line-separator or bidirectional-control characters, found \
+                 U+{:04X}",
+                u32::from(c)
+            ),
         ));
     }
     Ok(client_id)
 }
 
+fn is_line_or_bidi_control(c: char) -> bool {
+    matches!(c, '\u{2028}' | '\u{2029}' | '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// A whole number as the API spells it: ASCII digits only, no sign, no spaces, no leading zero unless it is 0.
+fn strict_number(text: &str) -> Option<i64> {
+    let canonical =
+        !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) && (text.len() == 1 || !text.starts_with('0'));
+    canonical.then(|| text.parse::<i64>().ok()).flatten()
+}
+
 fn validate_amount(amount: AmountInput) -> Result<i64, ApiError> {
     let parsed = match &amount {
-        AmountInput::Text(s) => s.trim().parse::<i64>().ok(),
+        AmountInput::Text(s) => strict_number(s),
         AmountInput::Json(Value::Number(n)) => n.as_i64(),
         AmountInput::Json(_) => None,
     };
@@ -153,7 +221,11 @@ fn validate_amount(amount: AmountInput) -> Result<i64, ApiError> {
             };
             Err(ApiError::invalid(
                 "amount",
-                format!("amount must be a whole number from 1 to {}, got {shown}", i64::MAX),
+                format!(
+                    "amount must be a whole number from 1 to {} in plain digits (no sign, spaces or leading zeros), \
+                     got {shown}",
+                    i64::MAX
+                ),
             ))
         }
     }
@@ -161,8 +233,14 @@ fn validate_amount(amount: AmountInput) -> Result<i64, ApiError> {
 
 /// `/get/<id>`: the id as typed in the path.
 pub fn parse_id(raw: &str) -> Result<i64, ApiError> {
-    raw.parse::<i64>()
-        .map_err(|_| ApiError::invalid("id", format!("the transaction id must be a whole number, got {raw:?}")))
+    strict_number(raw).ok_or_else(|| {
+        ApiError::invalid(
+            "id",
+            format!(
+                "the transaction id must be a whole number in plain digits (no sign or leading zeros), got {raw:?}"
+            ),
+        )
+    })
 }
 
 /// `?limit=&after_id=` of `GET /getall`: keyset pagination, so a page costs the same at any depth.
@@ -173,14 +251,13 @@ pub struct Page {
 }
 
 pub fn parse_page(query: &str) -> Result<Page, ApiError> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query)
-        .map_err(|e| ApiError::bad_request(format!("the query string is not valid form encoding: {e}")))?;
+    let pairs = form_pairs(query.as_bytes(), "query string")?;
     let mut after_id = None;
     let mut limit = None;
     for (key, value) in pairs {
         match key.as_str() {
             "after_id" => {
-                let v = value.trim().parse::<i64>().ok().filter(|v| *v >= 0).ok_or_else(|| {
+                let v = strict_number(&value).ok_or_else(|| {
                     ApiError::invalid(
                         "after_id",
                         format!("after_id must be a whole number of 0 or more, got {value:?}"),
@@ -189,14 +266,12 @@ pub fn parse_page(query: &str) -> Result<Page, ApiError> {
                 set_once(&mut after_id, "after_id", v)?;
             }
             "limit" => {
-                let v = value.trim().parse::<i64>().ok().filter(|v| (1..=GETALL_MAX_LIMIT).contains(v)).ok_or_else(
-                    || {
-                        ApiError::invalid(
-                            "limit",
-                            format!("limit must be a whole number from 1 to {GETALL_MAX_LIMIT}, got {value:?}"),
-                        )
-                    },
-                )?;
+                let v = strict_number(&value).filter(|v| (1..=GETALL_MAX_LIMIT).contains(v)).ok_or_else(|| {
+                    ApiError::invalid(
+                        "limit",
+                        format!("limit must be a whole number from 1 to {GETALL_MAX_LIMIT}, got {value:?}"),
+                    )
+                })?;
                 set_once(&mut limit, "limit", v)?;
             }
             _ => {}
@@ -228,9 +303,63 @@ mod tests {
     fn query_string_like_the_original() -> Result<(), ApiError> {
         let t = add("client_id=1&amount=1000")?;
         assert_eq!((t.client_id.as_str(), t.amount), ("1", 1000));
-        let t = add("client_id=%D0%B8%D0%B2%D0%B0%D0%BD&amount=+7")?;
+        let t = add("client_id=%D0%B8%D0%B2%D0%B0%D0%BD&amount=7")?;
         assert_eq!((t.client_id.as_str(), t.amount), ("иван", 7));
         Ok(())
+    }
+
+    #[test]
+    fn amounts_and_ids_are_plain_digits_only() -> Result<(), ApiError> {
+        // `+` in a query string is a space; %2B is a plus sign; %09 a tab; %E3%80%80 the full-width space.
+        for amount in ["+5", "%2B5", "%205", "5%09", "005", "%E3%80%805", "5%20", "0x5", "٥"] {
+            let (field, message) = rejected(add(&format!("client_id=1&amount={amount}")));
+            assert_eq!(field, Some("amount"), "{amount}: {message}");
+            assert!(message.contains("plain digits"), "{amount}: {message}");
+        }
+        assert_eq!(add("client_id=1&amount=9223372036854775807")?.amount, i64::MAX);
+        for id in ["+1", "01", " 1", "1 ", "-1", "%31", "١"] {
+            assert_eq!(parse_id(id).err().map(|e| e.field), Some(Some("id")), "{id:?}");
+        }
+        assert_eq!(parse_id("0")?, 0);
+        assert_eq!(parse_page("after_id=+5").err().map(|e| e.field), Some(Some("after_id")));
+        assert_eq!(parse_page("limit=010").err().map(|e| e.field), Some(Some("limit")));
+        Ok(())
+    }
+
+    #[test]
+    fn bad_percent_encoding_is_refused_not_replaced() {
+        for (q, field) in [
+            ("client_id=%E0%A4&amount=5", Some("client_id")),
+            ("client_id=%zz&amount=5", Some("client_id")),
+            ("client_id=abc%&amount=5", Some("client_id")),
+            ("client_id=1&amount=%FF", Some("amount")),
+            ("client%zz=1&amount=5", None),
+        ] {
+            let (got, message) = rejected(add(q));
+            assert_eq!(got, field, "{q}: {message}");
+            assert!(message.contains("not valid percent-encoded UTF-8"), "{q}: {message}");
+        }
+        let (_, message) = rejected(add_body("application/x-www-form-urlencoded", "client_id=%C3&amount=5"));
+        assert!(message.contains("form body"), "{message}");
+        assert!(parse_page("after_id=%zz").is_err());
+    }
+
+    #[test]
+    fn line_separators_and_bidi_controls_are_refused() {
+        for c in ["%E2%80%A8", "%E2%80%A9", "%E2%80%AE", "%E2%81%A6", "%E2%80%8F", "%D8%9C"] {
+            let (field, message) = rejected(add(&format!("client_id=a{c}b&amount=5")));
+            assert_eq!(field, Some("client_id"), "{c}: {message}");
+        }
+    }
+
+    #[test]
+    fn a_json_field_given_twice_is_refused() {
+        for body in [r#"{"client_id":"1","amount":5,"amount":500}"#, r#"{"client_id":"1","client_id":"2","amount":5}"#]
+        {
+            let (field, message) = rejected(add_body("application/json", body));
+            assert_eq!(field, None, "{body}");
+            assert!(message.contains("duplicate field"), "{body}: {message}");
+        }
     }
 
     #[test]

@@ -258,14 +258,17 @@ async fn unknown_routes_and_methods_answer_json() -> TestResult {
 
     for (method, path, allow) in [
         (reqwest::Method::GET, "/add", "POST"),
-        (reqwest::Method::POST, "/getall", "GET"),
-        (reqwest::Method::DELETE, "/get/1", "GET"),
-        (reqwest::Method::PUT, "/ping", "GET"),
+        (reqwest::Method::HEAD, "/add", "POST"),
+        (reqwest::Method::POST, "/getall", "GET, HEAD"),
+        (reqwest::Method::DELETE, "/get/1", "GET, HEAD"),
+        (reqwest::Method::PUT, "/ping", "GET, HEAD"),
     ] {
         let r = app.client.request(method.clone(), app.url(path)).send().await?;
         assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
         assert_eq!(r.headers().get("allow").and_then(|v| v.to_str().ok()), Some(allow));
-        assert_eq!(r.json::<Value>().await?["error"], "method_not_allowed");
+        if method != reqwest::Method::HEAD {
+            assert_eq!(r.json::<Value>().await?["error"], "method_not_allowed");
+        }
     }
     assert_eq!(app.row_count()?, 0);
     Ok(())
@@ -288,5 +291,75 @@ async fn access_log_has_a_line_per_request() -> TestResult {
     let log = app.service.log();
     let line = log.lines().find(|l| l.contains("billing::access") && l.contains("GET /get/abc 400"));
     assert!(line.is_some_and(|l| l.ends_with("ms")), "no access-log line in:\n{log}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn head_answers_wherever_get_does() -> TestResult {
+    let app = TestApp::start()?;
+    app.client.post(app.url("/add?client_id=1&amount=5")).send().await?;
+    for (path, status) in [
+        ("/ping", StatusCode::OK),
+        ("/healthz", StatusCode::OK),
+        ("/readyz", StatusCode::OK),
+        ("/metrics", StatusCode::OK),
+        ("/getall", StatusCode::OK),
+        ("/get/1", StatusCode::OK),
+        ("/get/2", StatusCode::NOT_FOUND),
+        ("/get/x", StatusCode::BAD_REQUEST),
+    ] {
+        let get = app.client.get(app.url(path)).send().await?;
+        let head = app.client.head(app.url(path)).send().await?;
+        assert_eq!((head.status(), get.status()), (status, status), "{path}");
+        assert_eq!(head.headers().get("content-type"), get.headers().get("content-type"), "{path}");
+        assert!(head.bytes().await?.is_empty(), "HEAD {path} sent a body");
+    }
+    assert_eq!(app.row_count()?, 1, "HEAD changes nothing");
+    Ok(())
+}
+
+#[test]
+fn an_oversized_body_is_refused_before_100_continue() -> TestResult {
+    use std::io::{Read, Write};
+    let app = TestApp::start()?;
+    let mut stream = std::net::TcpStream::connect(app.service.addr())?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    stream.write_all(
+        b"POST /add HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\
+          Expect: 100-continue\r\n\r\n",
+    )?;
+    let mut head = [0u8; 64];
+    let n = stream.read(&mut head)?;
+    let head = String::from_utf8_lossy(&head[..n]);
+    assert!(head.starts_with("HTTP/1.1 413"), "the server answered {head:?} instead of refusing at once");
+    assert_eq!(app.row_count()?, 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn input_outside_the_grammar_is_a_400_and_stores_nothing() -> TestResult {
+    let app = TestApp::start()?;
+    for query in [
+        "client_id=%E0%A4&amount=5",
+        "client_id=%zz&amount=5",
+        "client_id=a%E2%80%AEb&amount=5",
+        "client_id=1&amount=%2B5",
+        "client_id=1&amount=005",
+    ] {
+        let r = app.client.post(app.url(&format!("/add?{query}"))).send().await?;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{query}");
+    }
+    let r = app
+        .client
+        .post(app.url("/add"))
+        .header("content-type", "application/json")
+        .body(r#"{"client_id":"1","amount":5,"amount":500}"#)
+        .send()
+        .await?;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    for path in ["/get/+1", "/get/01", "/get/%31"] {
+        assert_eq!(app.client.get(app.url(path)).send().await?.status(), StatusCode::BAD_REQUEST, "{path}");
+    }
+    assert_eq!(app.row_count()?, 0);
     Ok(())
 }
