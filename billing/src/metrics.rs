@@ -217,6 +217,7 @@ fn status_label(status: u16) -> &'static str {
         400 => "400",
         404 => "404",
         405 => "405",
+        408 => "408",
         413 => "413",
         415 => "415",
         431 => "431",
@@ -280,6 +281,7 @@ mod tests {
         let method = warp::http::Method::from_bytes(b"BREW").map_err(|e| e.to_string())?;
         assert_eq!(method_label(&method), "other");
         assert_eq!(status_label(201), "201");
+        assert_eq!(status_label(408), "408");
         assert_eq!(status_label(418), "4xx");
         assert_eq!(status_label(502), "5xx");
         Ok(())
