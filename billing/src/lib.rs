@@ -16,6 +16,7 @@ pub mod router;
 pub mod schema;
 pub mod server;
 pub mod shutdown;
+pub mod throttle;
 pub mod tls;
 pub mod txlog;
 pub mod validation;

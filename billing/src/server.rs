@@ -33,6 +33,7 @@ use warp::http::{Request, header};
 
 use crate::metrics;
 use crate::request_id::{self, RequestId};
+use crate::throttle::Throttled;
 
 /// What one client may take from the server; each is a setting (README, "Configuration").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,8 +139,7 @@ struct Connections {
     open: Mutex<HashMap<u64, Arc<Conn>>>,
     next_id: AtomicU64,
     started: Instant,
-    /// When a refusal or a shed was last logged (ms since `started`), to log at most one line a second under a flood.
-    last_warned: AtomicU64,
+    warnings: Throttled,
 }
 
 struct Conn {
@@ -159,7 +159,7 @@ impl Connections {
             open: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
             started: Instant::now(),
-            last_warned: AtomicU64::new(0),
+            warnings: Throttled::default(),
         }
     }
 
@@ -179,13 +179,14 @@ impl Connections {
                 .map(|c| c.id);
             let Some(victim) = idlest.and_then(|id| open.remove(&id)) else {
                 metrics::connection_refused();
-                self.warn(|| format!("{} connections open, all busy: refused a new one", self.cap));
+                self.warnings.warn(|| format!("{} connections open, all busy: refused a new one", self.cap));
                 return None;
             };
             // Stored as a permit if its task is not waiting yet, so the shed is never lost.
             victim.shed.notify_one();
             metrics::connection_shed();
-            self.warn(|| format!("{} connections open: closing the longest-idle ones for new clients", self.cap));
+            self.warnings
+                .warn(|| format!("{} connections open: closing the longest-idle ones for new clients", self.cap));
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let conn = Arc::new(Conn {
@@ -204,16 +205,6 @@ impl Connections {
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         open.remove(&id);
         metrics::connections_open(open.len());
-    }
-
-    fn warn(&self, message: impl FnOnce() -> String) {
-        let now = self.now_ms();
-        let last = self.last_warned.load(Ordering::Relaxed);
-        if (now.saturating_sub(last) >= 1000 || last == 0)
-            && self.last_warned.compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed).is_ok()
-        {
-            log::warn!("{}", message());
-        }
     }
 }
 

@@ -19,14 +19,15 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 
 use crate::metrics;
 use crate::models::Transaction;
+use crate::throttle::Throttled;
 
 /// Lines that may wait for a stalled volume (about 100 bytes each, so about 10 MB).
 pub const MAX_QUEUED_LINES: usize = 100_000;
@@ -47,10 +48,8 @@ struct Inner {
     pending: AtomicUsize,
     /// How long a request waits for its line to be written (`LOG_WRITE_TIMEOUT_SECS`).
     wait: Duration,
-    started: Instant,
-    /// When a stall or a drop was last logged (ms since `started`): under a stuck volume every request would
-    /// otherwise log a line of its own.
-    last_warned: AtomicU64,
+    /// Under a stuck volume every payment would otherwise log a warning of its own.
+    warnings: Throttled,
 }
 
 /// Lines waiting for the writer, each with the channel that tells its request how the write went.
@@ -127,8 +126,7 @@ impl TxLog {
             queue: Mutex::default(),
             pending: AtomicUsize::new(0),
             wait,
-            started: Instant::now(),
-            last_warned: AtomicU64::new(0),
+            warnings: Throttled::default(),
         };
         TxLog { inner: Arc::new(inner) }
     }
@@ -149,7 +147,7 @@ impl TxLog {
             if self.inner.pending.load(Ordering::Acquire) >= MAX_QUEUED_LINES {
                 drop(queue);
                 metrics::txlog_dropped(1);
-                self.inner.warn(|| {
+                self.inner.warnings.warn(|| {
                     format!(
                         "transaction log: {MAX_QUEUED_LINES} lines are waiting for {}; dropping the line of \
                          committed transaction {id} (and others like it, counted in \
@@ -173,7 +171,7 @@ impl TxLog {
             Ok(Ok(Err(e))) => e,
             Ok(Err(_)) => "the writer stopped before writing it".to_string(),
             Err(_) => {
-                self.inner.warn(|| {
+                self.inner.warnings.warn(|| {
                     format!(
                         "transaction log: {} did not take a line within {}s; transaction {id} (and any others \
                          meanwhile) answered without waiting, its line stays queued until the volume answers",
@@ -192,17 +190,6 @@ impl TxLog {
 }
 
 impl Inner {
-    /// Logs at most one warning a second.
-    fn warn(&self, message: impl FnOnce() -> String) {
-        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX).max(1);
-        let last = self.last_warned.load(Ordering::Relaxed);
-        if (last == 0 || now.saturating_sub(last) >= 1000)
-            && self.last_warned.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
-        {
-            log::warn!("{}", message());
-        }
-    }
-
     /// Writes what is queued, batch after batch, until the queue is empty.
     fn drain(&self) {
         loop {
