@@ -54,6 +54,17 @@ log() { printf '[cluster %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
 kc() { "$K8S_BIN/kubectl" --kubeconfig "$KUBECONFIG_ADMIN" "$@"; }
+# wait_for WHAT SECONDS COMMAND...: bounded wait until COMMAND succeeds
+wait_for() {
+  local what=$1 secs=$2 i; shift 2
+  for ((i = 0; i < secs; i++)); do
+    if "$@" >/dev/null 2>&1; then log "$what: ok after ${i}s"; return 0; fi
+    sleep 1
+  done
+  log "$what: not ready after ${secs}s; last lines of the logs:"
+  tail -n 15 "$LOGS"/*.log >&2 || true
+  return 1
+}
 ctr_() { ctr --address "$CONTAINERD_SOCK" -n k8s.io "$@"; }
 
 pid_alive() { # name

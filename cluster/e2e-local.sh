@@ -61,7 +61,10 @@ crd_dir=$(cd / && GOTOOLCHAIN=local GOFLAGS=-mod=mod go mod download -json \
 crd=$crd_dir/example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml
 [[ -n $crd_dir && -s $crd ]] || die "no ServiceMonitor CRD from github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION"
 kc apply --server-side --force-conflicts -f "$crd" >/dev/null
-kc wait --for condition=established --timeout=60s crd/servicemonitors.monitoring.coreos.com >/dev/null \
+# Retried: a `kubectl wait` that runs before the API server has written the CRD's first status fails at once
+# (".status.conditions accessor error") instead of waiting.
+wait_for "ServiceMonitor CRD established" 60 \
+  kc wait --for condition=established --timeout=2s crd/servicemonitors.monitoring.coreos.com \
   || die "the ServiceMonitor CRD is not established"
 log "ServiceMonitor CRD of prometheus-operator $PROMETHEUS_OPERATOR_VERSION applied"
 

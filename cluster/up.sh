@@ -129,17 +129,6 @@ start() {
   echo $! >"$PIDS/$name.pid"
   log "started $name (pid $!, log $LOGS/$name.log)"
 }
-# wait_for WHAT SECONDS COMMAND...: bounded wait until COMMAND succeeds
-wait_for() {
-  local what=$1 secs=$2 i; shift 2
-  for ((i = 0; i < secs; i++)); do
-    if "$@" >/dev/null 2>&1; then log "$what: ok after ${i}s"; return 0; fi
-    sleep 1
-  done
-  log "$what: not ready after ${secs}s; last lines of the logs:"
-  tail -n 15 "$LOGS"/*.log >&2 || true
-  return 1
-}
 alive_or_die() { pid_alive "$1" || { tail -n 30 "$LOGS/$1.log" >&2; die "$1 exited"; }; }
 
 # ---------------------------------------------------------------- etcd
