@@ -32,6 +32,7 @@ use tokio_postgres::{Client, Connection, Socket};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::config::ConfigError;
+use crate::validation::percent_decode_strict;
 
 /// The stream type of every connection billing opens (plain ones too: tokio-postgres wraps either kind).
 pub type TlsStream = <MakeRustlsConnect as MakeTlsConnect<Socket>>::Stream;
@@ -119,7 +120,7 @@ pub fn take_tls_params(url: &str) -> Result<(String, UrlTlsParams), ConfigError>
     let mut kept = Vec::new();
     for pair in url[query_start + 1..].split('&').filter(|p| !p.is_empty()) {
         let (raw_key, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
-        let key = percent_decode(raw_key).unwrap_or_default();
+        let key = percent_decode_strict(raw_key.as_bytes()).unwrap_or_default();
         if let Some((_, why)) = UNSUPPORTED_KEYS.iter().find(|(name, _)| *name == key) {
             return Err(ConfigError(format!("DATABASE_URL {key}: {why}")));
         }
@@ -131,7 +132,7 @@ pub fn take_tls_params(url: &str) -> Result<(String, UrlTlsParams), ConfigError>
                 continue;
             }
         };
-        let value = percent_decode(raw_value)
+        let value = percent_decode_strict(raw_value.as_bytes())
             .ok_or_else(|| ConfigError(format!("DATABASE_URL {key} is not valid percent-encoded UTF-8")))?;
         if slot.replace(value).is_some() {
             return Err(ConfigError(format!("DATABASE_URL gives {key} twice")));
@@ -143,23 +144,6 @@ pub fn take_tls_params(url: &str) -> Result<(String, UrlTlsParams), ConfigError>
         rest.push_str(&kept.join("&"));
     }
     Ok((rest, params))
-}
-
-fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// Where the trusted CA certificates come from.

@@ -69,15 +69,10 @@ fn parse_form(bytes: &[u8], origin: &str) -> Result<Fields, ApiError> {
 /// `client_id=%E0%A4` would be stored as a replacement character nobody sent.)
 fn form_pairs(bytes: &[u8], origin: &str) -> Result<Vec<(String, String)>, ApiError> {
     let decode = |part: &[u8], what: &str| -> Result<String, ApiError> {
-        let bad_escape = part
-            .iter()
-            .enumerate()
-            .any(|(i, b)| *b == b'%' && !part.get(i + 1..i + 3).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)));
         let spaced: Vec<u8> = part.iter().map(|b| if *b == b'+' { b' ' } else { *b }).collect();
-        let decoded = percent_encoding::percent_decode(&spaced).decode_utf8();
-        match decoded {
-            Ok(text) if !bad_escape => Ok(text.into_owned()),
-            _ => {
+        match percent_decode_strict(&spaced) {
+            Some(text) => Ok(text),
+            None => {
                 let shown = String::from_utf8_lossy(part);
                 let message = format!(
                     "{what} in the {origin} is not valid percent-encoded UTF-8 ({shown:?}): a % must be followed by \
@@ -102,6 +97,19 @@ fn form_pairs(bytes: &[u8], origin: &str) -> Result<Vec<(String, String)>, ApiEr
         pairs.push((key, value));
     }
     Ok(pairs)
+}
+
+/// `%XX` escapes decoded, or `None` when a `%` is not followed by two hex digits or the bytes are not UTF-8.
+/// Shared by the form decoder here and the TLS keys of `DATABASE_URL` (tls.rs).
+pub fn percent_decode_strict(part: &[u8]) -> Option<String> {
+    let bad_escape = part
+        .iter()
+        .enumerate()
+        .any(|(i, b)| *b == b'%' && !part.get(i + 1..i + 3).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)));
+    if bad_escape {
+        return None;
+    }
+    percent_encoding::percent_decode(part).decode_utf8().ok().map(std::borrow::Cow::into_owned)
 }
 
 fn set_once<T>(slot: &mut Option<T>, field: &'static str, value: T) -> Result<(), ApiError> {
