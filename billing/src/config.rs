@@ -33,6 +33,8 @@ pub struct Config {
     pub metrics_enabled: bool,
     /// What one client may take from the server: see [`crate::server::Limits`].
     pub limits: crate::server::Limits,
+    /// What `/getall` may take from the pool: see [`crate::getall::Limits`].
+    pub listings: crate::getall::Limits,
     /// Name written into each transaction-log line: the pod name in a StatefulSet.
     pub host_name: String,
 }
@@ -53,6 +55,7 @@ impl fmt::Debug for Config {
             .field("log_write_timeout", &self.log_write_timeout)
             .field("metrics_enabled", &self.metrics_enabled)
             .field("limits", &self.limits)
+            .field("listings", &self.listings)
             .field("host_name", &self.host_name)
             .finish()
     }
@@ -120,12 +123,29 @@ impl Config {
             None => gethostname::gethostname().to_string_lossy().into_owned(),
         };
 
+        let pool_size = u32::try_from(parse_number(&get, "DATABASE_POOL_SIZE", 20, 1, 1000)?)
+            .map_err(|e| ConfigError(e.to_string()))?;
+        // A quarter of the pool by default: listings are rare and long, payments many and short.
+        let listings_default = u64::from((pool_size / 4).max(1));
+        let listings = crate::getall::Limits {
+            max_concurrent: usize::try_from(parse_number(
+                &get,
+                "GETALL_MAX_CONCURRENT",
+                listings_default,
+                1,
+                u64::from(pool_size),
+            )?)
+            .map_err(|e| ConfigError(e.to_string()))?,
+            timeout: Duration::from_secs(parse_number(&get, "GETALL_TIMEOUT_SECS", 300, 1, 86_400)?),
+            stall_timeout: Duration::from_secs(parse_number(&get, "GETALL_STALL_TIMEOUT_SECS", 10, 1, 3_600)?),
+        };
+
         Ok(Config {
             database,
             tls,
             listen_addr,
-            pool_size: u32::try_from(parse_number(&get, "DATABASE_POOL_SIZE", 20, 1, 1000)?)
-                .map_err(|e| ConfigError(e.to_string()))?,
+            pool_size,
+            listings,
             read_connections: usize::try_from(parse_number(&get, "DATABASE_READ_CONNECTIONS", 1, 0, 64)?)
                 .map_err(|e| ConfigError(e.to_string()))?,
             database_timeout,

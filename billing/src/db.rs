@@ -1,21 +1,25 @@
 //! Connections, the pool, start-up waiting and migrations.
+//!
+//! Queries run on tokio-postgres clients ([`PgConn`]); diesel is used for the embedded migrations only, because
+//! diesel-async turns every PostgreSQL error outside eight constraint kinds into a message without its SQLSTATE,
+//! and the message is in the server's language (`lc_messages`). error.rs classifies by SQLSTATE instead.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection;
-use diesel::result::{ConnectionError, DatabaseErrorKind, Error as DieselError};
 use diesel_async::AsyncPgConnection;
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
-use diesel_async::pooled_connection::bb8::{Pool, PooledConnection, RunError};
-use diesel_async::pooled_connection::{
-    AsyncDieselConnectionManager, ManagerConfig, PoolError, PoolableConnection, RecyclingMethod,
-};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
-use futures_util::FutureExt;
+use tokio::sync::OnceCell;
+use tokio_postgres::{Client, Statement};
 
 use crate::config::{Config, describe_database};
 use crate::error::ApiError;
+use crate::ledger::Query;
 use crate::metrics::{self, DbErrorKind};
+use crate::throttle::Throttled;
 use crate::tls::{ConnectFailure, Tls};
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
@@ -24,19 +28,189 @@ pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 /// instead of racing to create the same table. The value spells "billing" in ASCII.
 const MIGRATION_LOCK_KEY: i64 = 0x0062_696c_6c69_6e67;
 
-pub type DbPool = Pool<AsyncPgConnection>;
-pub type DbConn = PooledConnection<'static, AsyncPgConnection>;
+/// Pause between connection attempts while PostgreSQL refuses them. Short, so that requests waiting through an
+/// outage get a connection within this long of PostgreSQL accepting again; bb8's own retry doubles its pause up to
+/// half the connection timeout, which kept requests on 503 for seconds after the database was back.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(100);
 
-/// Opens one connection with the configured TLS settings, bounded by the configured connect timeout.
-pub async fn connect(database: &tokio_postgres::Config, tls: &Tls) -> Result<AsyncPgConnection, ConnectionError> {
-    open(database, tls).await.map_err(|e| ConnectionError::BadConnection(e.message))
+pub type DbConn = bb8::PooledConnection<'static, Manager>;
+
+/// The pool, and the last reason a connection could not be opened: bb8 only ever reports a timed-out check-out,
+/// and "no connection in time" alone hides a wrong password or an unknown database.
+#[derive(Clone)]
+pub struct DbPool {
+    pool: bb8::Pool<Manager>,
+    failures: Arc<Failures>,
+    /// `DATABASE_TIMEOUT_SECS`: a failure older than a check-out's whole wait is not this check-out's reason.
+    timeout: Duration,
 }
 
-async fn open(database: &tokio_postgres::Config, tls: &Tls) -> Result<AsyncPgConnection, ConnectFailure> {
+impl DbPool {
+    pub fn state(&self) -> bb8::State {
+        self.pool.state()
+    }
+}
+
+#[derive(Default)]
+struct Failures {
+    last: Mutex<Option<(Instant, String)>>,
+    warnings: Throttled,
+}
+
+impl Failures {
+    fn record(&self, message: &str) {
+        *self.last.lock().unwrap_or_else(PoisonError::into_inner) = Some((Instant::now(), message.to_string()));
+        self.warnings.warn(|| format!("cannot open a database connection: {message}"));
+    }
+
+    fn clear(&self) {
+        *self.last.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    /// The failure of an attempt made within `within`, if one failed.
+    fn recent(&self, within: Duration) -> Option<String> {
+        let last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        last.as_ref().filter(|(at, _)| at.elapsed() <= within).map(|(_, message)| message.clone())
+    }
+}
+
+/// One connection to PostgreSQL, with its statements prepared on first use.
+pub struct PgConn {
+    client: Client,
+    statements: [OnceCell<Statement>; Query::COUNT],
+    /// Set when a statement may still be running on the connection (a cut-off listing whose cancel got no answer):
+    /// the pool then discards it instead of handing it to the next request.
+    poisoned: AtomicBool,
+}
+
+impl PgConn {
+    fn new(client: Client) -> Self {
+        PgConn { client, statements: Default::default(), poisoned: AtomicBool::new(false) }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The statement for `query`, prepared on this connection the first time it is needed.
+    pub async fn statement(&self, query: Query) -> Result<&Statement, tokio_postgres::Error> {
+        self.statements[query as usize].get_or_try_init(|| self.client.prepare(query.sql())).await
+    }
+
+    pub fn cancel_token(&self) -> tokio_postgres::CancelToken {
+        self.client.cancel_token()
+    }
+
+    pub fn is_usable(&self) -> bool {
+        !self.client.is_closed() && !self.poisoned.load(Ordering::Acquire)
+    }
+
+    pub fn poison(&self) {
+        self.poisoned.store(true, Ordering::Release);
+    }
+}
+
+/// What every new connection runs first.
+#[derive(Clone)]
+pub struct Session {
+    /// PostgreSQL's own bound on a statement (`statement_timeout`): the service's timeout and cancel cover the
+    /// usual case; this ends a statement even if the cancel request never reached the server, so a statement the
+    /// client gave up on cannot live on and later commit, or hold a lock, in a connection the pool reuses.
+    pub statement_timeout: Duration,
+}
+
+impl Session {
+    fn setup_sql(&self) -> String {
+        format!("SET statement_timeout = {}", self.statement_timeout.as_millis())
+    }
+}
+
+/// Opens one connection with the configured TLS settings and session settings. The connect timeout is the
+/// configured one (`DATABASE_TIMEOUT_SECS`, set on `database`).
+pub async fn open(database: &tokio_postgres::Config, tls: &Tls, session: &Session) -> Result<PgConn, ConnectFailure> {
     let (client, connection) = tls.connect(database).await?;
-    AsyncPgConnection::try_from_client_and_connection(client, connection)
-        .await
-        .map_err(|e| ConnectFailure { message: e.to_string(), permanent: false })
+    let target = describe_database(database);
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            log::debug!("connection to {target} ended: {}", describe(&e));
+        }
+    });
+    client.batch_execute(&session.setup_sql()).await.map_err(|e| ConnectFailure {
+        message: format!("setting up the session failed: {}", describe(&e)),
+        permanent: false,
+    })?;
+    Ok(PgConn::new(client))
+}
+
+/// tokio-postgres's error with what it wraps, on one line: its own text is only the kind ("db error", "error
+/// connecting to server"); PostgreSQL's message and SQLSTATE, or the operating system's, are in the source.
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut text = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+        if let Some(detail) = db.detail() {
+            text.push_str(": ");
+            text.push_str(detail);
+        }
+        return text.replace('\n', " ");
+    }
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(err) = cause {
+        text.push_str(": ");
+        text.push_str(&err.to_string().replace('\n', " "));
+        cause = err.source();
+    }
+    text
+}
+
+/// The pool's connection factory.
+pub struct Manager {
+    database: tokio_postgres::Config,
+    tls: Tls,
+    session: Session,
+    /// How long one check-out may spend connecting (`DATABASE_TIMEOUT_SECS`).
+    patience: Duration,
+    failures: Arc<Failures>,
+}
+
+impl bb8::ManageConnection for Manager {
+    type Connection = PgConn;
+    type Error = ConnectFailure;
+
+    /// Retries every [`RECONNECT_PAUSE`] for up to the connection timeout, so a request that arrived during an
+    /// outage is served as soon as PostgreSQL accepts again.
+    async fn connect(&self) -> Result<PgConn, ConnectFailure> {
+        let started = Instant::now();
+        loop {
+            match open(&self.database, &self.tls, &self.session).await {
+                Ok(conn) => {
+                    self.failures.clear();
+                    return Ok(conn);
+                }
+                Err(e) => {
+                    self.failures.record(&e.message);
+                    if e.permanent || started.elapsed() + RECONNECT_PAUSE >= self.patience {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(RECONNECT_PAUSE).await;
+                }
+            }
+        }
+    }
+
+    /// No round trip: a connection whose socket closed (PostgreSQL restarted, an idle timeout) is known to be
+    /// closed already, and one that breaks mid-query fails that request with a 503 and is discarded.
+    async fn is_valid(&self, conn: &mut PgConn) -> Result<(), ConnectFailure> {
+        if conn.is_usable() {
+            Ok(())
+        } else {
+            Err(ConnectFailure { message: "pooled connection was closed".into(), permanent: false })
+        }
+    }
+
+    fn has_broken(&self, conn: &mut PgConn) -> bool {
+        !conn.is_usable()
+    }
 }
 
 /// Start-up: retries with exponential backoff (0.25 s doubling to 8 s) until the database answers or
@@ -48,7 +222,7 @@ pub async fn wait_for_database(config: &Config) -> Result<AsyncPgConnection, Str
     let target = describe_database(&config.database);
     let mut delay = Duration::from_millis(250);
     for attempt in 1.. {
-        match open(&config.database, &config.tls).await {
+        match connect_for_migrations(&config.database, &config.tls).await {
             Ok(conn) => {
                 log::info!("connected to PostgreSQL at {target} (attempt {attempt}; {})", config.tls.describe());
                 return Ok(conn);
@@ -78,6 +252,16 @@ pub async fn wait_for_database(config: &Config) -> Result<AsyncPgConnection, Str
     unreachable!("the attempt counter is unbounded")
 }
 
+async fn connect_for_migrations(
+    database: &tokio_postgres::Config,
+    tls: &Tls,
+) -> Result<AsyncPgConnection, ConnectFailure> {
+    let (client, connection) = tls.connect(database).await?;
+    AsyncPgConnection::try_from_client_and_connection(client, connection)
+        .await
+        .map_err(|e| ConnectFailure { message: e.to_string(), permanent: false })
+}
+
 /// Applies pending embedded migrations under [`MIGRATION_LOCK_KEY`]. Diesel's migration harness is synchronous, so
 /// it runs on a blocking thread through [`AsyncConnectionWrapper`]. Returns the versions it applied.
 pub async fn run_migrations(conn: AsyncPgConnection) -> Result<Vec<String>, String> {
@@ -99,58 +283,47 @@ pub async fn run_migrations(conn: AsyncPgConnection) -> Result<Vec<String>, Stri
     .map_err(|e| format!("the migration task failed: {e}"))?
 }
 
-pub async fn build_pool(config: &Config) -> Result<DbPool, String> {
-    let database = config.database.clone();
-    let tls = config.tls.clone();
-    let mut manager_config = ManagerConfig::<AsyncPgConnection>::default();
-    manager_config.custom_setup = Box::new(move |_url| {
-        let (database, tls) = (database.clone(), tls.clone());
-        async move { connect(&database, &tls).await }.boxed()
-    });
-    // A connection whose socket closed (PostgreSQL restarted, an idle timeout) is dropped at check-out and replaced,
-    // at no round-trip cost; one that breaks mid-query fails that request with a 503 and is discarded.
-    manager_config.recycling_method = RecyclingMethod::CustomFunction(Box::new(|conn| {
-        let broken = PoolableConnection::is_broken(conn);
-        async move {
-            if broken {
-                Err(DieselError::DatabaseError(
-                    DatabaseErrorKind::ClosedConnection,
-                    Box::new("pooled connection was closed".to_string()),
-                ))
-            } else {
-                Ok(())
-            }
-        }
-        .boxed()
-    }));
-    let manager = AsyncDieselConnectionManager::new_with_config(describe_database(&config.database), manager_config);
-    Pool::builder()
+pub async fn build_pool(config: &Config, session: Session) -> Result<DbPool, String> {
+    let failures = Arc::new(Failures::default());
+    let manager = Manager {
+        database: config.database.clone(),
+        tls: config.tls.clone(),
+        session,
+        patience: config.database_timeout,
+        failures: Arc::clone(&failures),
+    };
+    let pool = bb8::Pool::builder()
         .max_size(config.pool_size)
         .connection_timeout(config.database_timeout)
+        // Manager::connect retries on its own, at a short fixed pause.
+        .retry_connection(false)
         .build(manager)
         .await
-        .map_err(|e| format!("could not create the connection pool: {e}"))
+        .map_err(|e| format!("could not create the connection pool: {e:?}"))?;
+    Ok(DbPool { pool, failures, timeout: config.database_timeout })
 }
 
 /// A connection for one request, or the 503 that says why there is none.
 pub async fn checkout(pool: &DbPool) -> Result<DbConn, ApiError> {
     let waiting = metrics::Waiting::start();
-    let conn = pool.get_owned().await;
+    let conn = pool.pool.get_owned().await;
     drop(waiting);
-    conn.map_err(|e| match e {
-        RunError::TimedOut => {
-            metrics::database_error(DbErrorKind::Timeout);
-            ApiError::unavailable(
-                "no database connection became available in time; PostgreSQL may be down or overloaded",
-            )
-        }
-        RunError::User(PoolError::ConnectionError(e)) => {
-            metrics::database_error(DbErrorKind::Unavailable);
-            ApiError::unavailable(format!("cannot connect to the database: {e}"))
-        }
-        RunError::User(PoolError::QueryError(e)) => {
-            metrics::database_error(DbErrorKind::Unavailable);
-            ApiError::unavailable(format!("the database connection failed its check: {e}"))
+    conn.map_err(|e| {
+        let failed = match e {
+            bb8::RunError::TimedOut => pool.failures.recent(pool.timeout),
+            bb8::RunError::User(e) => Some(e.message),
+        };
+        match failed {
+            Some(message) => {
+                metrics::database_error(DbErrorKind::Unavailable);
+                ApiError::unavailable(format!("cannot connect to the database: {message}"))
+            }
+            None => {
+                metrics::database_error(DbErrorKind::Timeout);
+                ApiError::unavailable(
+                    "no database connection became available in time; PostgreSQL may be down or overloaded",
+                )
+            }
         }
     })
 }

@@ -1,11 +1,13 @@
 //! Every failure the API reports: a status and a JSON body that says what went wrong and, for bad input, which
 //! field. Database failures are classified here so that handlers never decide status codes on their own.
 
-use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use serde::Serialize;
+use tokio_postgres::error::SqlState;
 use warp::http::StatusCode;
 use warp::reply::{Reply, Response};
 
+use crate::db;
+use crate::ledger::WriteError;
 use crate::metrics::{self, DbErrorKind};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +75,11 @@ impl ApiError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable", message)
     }
 
+    /// The service is fine but this kind of request is at its limit; the client should retry shortly.
+    pub fn busy(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "busy", message)
+    }
+
     pub fn schema_missing(database_message: &str) -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -89,83 +96,116 @@ impl ApiError {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
 
-    /// Classifies a failed query and counts it. `action` says what was being done, e.g. "reading transaction 5".
-    pub fn from_query(action: &str, err: &DieselError) -> Self {
-        Self::from_database(action, err, false)
-    }
-
-    /// As [`ApiError::from_query`], for a write: a lost connection leaves its outcome unknown.
-    pub fn from_write(action: &str, err: &DieselError) -> Self {
-        Self::from_database(action, err, true)
-    }
-
-    fn from_database(action: &str, err: &DieselError, write: bool) -> Self {
-        let (error, kind) = Self::classify(action, err, write);
+    /// Classifies a failed read and counts it. `action` says what was being done, e.g. "reading transaction 5".
+    pub fn from_query(action: &str, err: &tokio_postgres::Error) -> Self {
+        let (error, kind) = Self::classify(action, err, Outcome::Read);
         if let Some(kind) = kind {
             metrics::database_error(kind);
         }
         error
     }
 
-    /// The answer for a failed query, and the kind of database error it counts as (`None` for a refusal of the
-    /// values, which is the client's error, and for a missing row).
-    fn classify(action: &str, err: &DieselError, write: bool) -> (Self, Option<DbErrorKind>) {
-        match err {
-            DieselError::NotFound => (Self::not_found(format!("not found while {action}")), None),
-            DieselError::DatabaseError(kind, info) => {
-                let message = info.message();
-                if is_missing_table(message) {
-                    log::error!("{action}: {message}");
-                    return (Self::schema_missing(message), Some(DbErrorKind::SchemaMissing));
-                }
-                match kind {
-                    // No SQLSTATE: the socket failed (the server stopped, the network dropped the connection).
-                    DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand => {
-                        log::warn!("{action}: database connection lost: {message}");
-                        let error = Self::unavailable(format!(
-                            "the database connection was lost while {action}; a write may or may not have been \
-                             recorded: check before retrying"
-                        ));
-                        (error, Some(if write { DbErrorKind::OutcomeUnknown } else { DbErrorKind::Unavailable }))
-                    }
-                    _ if is_server_going_away(message) => {
-                        log::warn!("{action}: {message}");
-                        let error = Self::unavailable(format!("the database is unavailable while {action}: {message}"));
-                        (error, Some(DbErrorKind::Unavailable))
-                    }
-                    DatabaseErrorKind::CheckViolation | DatabaseErrorKind::NotNullViolation => {
-                        (Self::bad_request(format!("the database refused the values: {message}")), None)
-                    }
-                    _ => {
-                        log::error!("{action}: {message}");
-                        let error = Self::internal(format!("database error while {action}: {message}"));
-                        (error, Some(DbErrorKind::Other))
-                    }
-                }
+    /// As [`ApiError::from_query`], for a write: the answer says whether the payment may have been recorded.
+    pub fn from_write(action: &str, err: &WriteError) -> Self {
+        let (error, kind) = match &err.error {
+            Some(e) => Self::classify(action, e, Outcome::Write { maybe_committed: err.maybe_committed }),
+            None => {
+                log::error!("{action}: PostgreSQL committed the row but returned none");
+                (Self::internal(format!("the database returned no row while {action}")), Some(DbErrorKind::Other))
             }
-            other => {
-                // Protocol-level failures (a reset socket, a server that went away mid-query) surface here.
-                log::warn!("{action}: {other}");
-                let error = Self::unavailable(format!("the database failed while {action}: {other}"));
-                (error, Some(if write { DbErrorKind::OutcomeUnknown } else { DbErrorKind::Unavailable }))
+        };
+        if let Some(kind) = kind {
+            metrics::database_error(kind);
+        }
+        error
+    }
+
+    /// The answer for a failed statement, and the kind of database error it counts as (`None` for a refusal of the
+    /// values, which is the client's error). Decided by SQLSTATE, never by PostgreSQL's message, whose language is
+    /// the server's `lc_messages`.
+    fn classify(action: &str, err: &tokio_postgres::Error, outcome: Outcome) -> (Self, Option<DbErrorKind>) {
+        let described = db::describe(err);
+        let Some(db_error) = err.as_db_error() else {
+            // No answer from PostgreSQL: the socket failed (the server stopped, the network dropped the connection).
+            log::warn!("{action}: database connection lost: {described}");
+            return match outcome {
+                Outcome::Write { maybe_committed: true } => Self::outcome_unknown(action),
+                _ => (
+                    Self::unavailable(format!("the database connection was lost while {action}{}", outcome.nothing())),
+                    Some(DbErrorKind::Unavailable),
+                ),
+            };
+        };
+        if let Outcome::Write { maybe_committed: true } = outcome {
+            log::warn!("{action}: {described}");
+            return Self::outcome_unknown(action);
+        }
+        let code = db_error.code();
+        match code.code() {
+            "42P01" => {
+                log::error!("{action}: {described}");
+                (Self::schema_missing(&described), Some(DbErrorKind::SchemaMissing))
             }
+            // A statement cancelled by PostgreSQL's own statement_timeout.
+            "57014" => {
+                log::warn!("{action}: {described}");
+                let error = Self::unavailable(format!(
+                    "the database did not finish in time while {action}{}",
+                    outcome.nothing()
+                ));
+                (error, Some(DbErrorKind::Timeout))
+            }
+            "23514" | "23502" | "22001" => {
+                (Self::bad_request(format!("the database refused the values: {described}")), None)
+            }
+            _ if is_temporary(code) => {
+                log::warn!("{action}: {described}");
+                let error = Self::unavailable(format!(
+                    "the database is unavailable while {action}: {described}{}",
+                    outcome.nothing()
+                ));
+                (error, Some(DbErrorKind::Unavailable))
+            }
+            _ => {
+                log::error!("{action}: {described}");
+                let error = Self::internal(format!("database error while {action}: {described}{}", outcome.nothing()));
+                (error, Some(DbErrorKind::Other))
+            }
+        }
+    }
+
+    fn outcome_unknown(action: &str) -> (Self, Option<DbErrorKind>) {
+        let error = Self::unavailable(format!(
+            "the database connection failed while {action}; the payment may or may not have been recorded: check \
+             before retrying"
+        ));
+        (error, Some(DbErrorKind::OutcomeUnknown))
+    }
+}
+
+/// What a failed statement may have left behind.
+#[derive(Clone, Copy)]
+enum Outcome {
+    Read,
+    Write { maybe_committed: bool },
+}
+
+impl Outcome {
+    /// For a write PostgreSQL answered with an error: it rolled the statement back, so the client may retry.
+    fn nothing(self) -> &'static str {
+        match self {
+            Outcome::Read => "",
+            Outcome::Write { .. } => "; nothing was recorded: it is safe to retry",
         }
     }
 }
 
-/// PostgreSQL's messages for SQLSTATE class 57 (operator intervention: shutdown, crash, recovery), which diesel
-/// reports without their code. The outage is temporary: 503, not 500.
-fn is_server_going_away(message: &str) -> bool {
-    const PREFIXES: [&str; 3] = [
-        "terminating connection due to",
-        "the database system is",
-        "canceling statement due to conflict with recovery",
-    ];
-    PREFIXES.iter().any(|p| message.starts_with(p))
-}
-
-fn is_missing_table(message: &str) -> bool {
-    message.starts_with("relation \"transactions\" does not exist")
+/// SQLSTATEs of an outage that passes: the server is shutting down, restarting or in recovery (class 57 but 57014),
+/// a connection problem (08), too many connections, a full disk or no memory (53), a lock or serialization
+/// conflict, a read-only server (a standby, or a primary just demoted in a failover). 503, not 500.
+fn is_temporary(code: &SqlState) -> bool {
+    let code = code.code();
+    matches!(&code[..2], "57" | "08" | "53") || matches!(code, "40001" | "40P01" | "55P03" | "25006")
 }
 
 impl std::fmt::Display for ApiError {
@@ -188,6 +228,9 @@ impl Reply for ApiError {
         let mut response = warp::reply::with_status(warp::reply::json(&body), self.status).into_response();
         // The rest of the body was never read, so the connection cannot carry another request: say so, and hyper
         // closes it after this answer instead of waiting for the rest.
+        if self.code == "busy" {
+            response.headers_mut().insert(warp::http::header::RETRY_AFTER, warp::http::HeaderValue::from_static("1"));
+        }
         if matches!(self.status, StatusCode::REQUEST_TIMEOUT | StatusCode::PAYLOAD_TOO_LARGE) {
             response
                 .headers_mut()

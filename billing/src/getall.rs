@@ -3,34 +3,69 @@
 //! A task owns the pooled connection and the row stream, encodes rows into ~32 KiB chunks and hands them to the
 //! response through a channel of a few chunks. When the client reads slowly the channel fills, the task stops
 //! pulling rows and PostgreSQL waits on its socket: memory stays flat whatever the table holds.
+//!
+//! A listing holds a pooled connection for as long as its client takes to read it, so listings are bounded three
+//! ways, or clients that request `/getall` and never read would hold the whole pool and every payment would wait:
+//! - at most [`Limits::max_concurrent`] run at once (`GETALL_MAX_CONCURRENT`, a quarter of the pool by default);
+//!   the rest of the pool is the payments', which listings cannot take;
+//! - a client that reads nothing for [`Limits::stall_timeout`] is cut off (`GETALL_STALL_TIMEOUT_SECS`);
+//! - a listing runs at most [`Limits::timeout`] (`GETALL_TIMEOUT_SECS`), enforced by PostgreSQL's
+//!   `statement_timeout` for the statement, so it ends there even if billing is stuck.
+//!
+//! A cut-off listing's statement is cancelled and its answer awaited before the connection goes back to the pool;
+//! a connection whose statement does not end is discarded, never reused.
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
-use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
 use futures_util::{Stream, StreamExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio_postgres::RowStream;
 use warp::http::header;
 use warp::reply::{Reply, Response};
 
 use crate::app::App;
-use crate::db::DbConn;
+use crate::db::{self, DbConn};
 use crate::error::ApiError;
 use crate::models::Transaction;
-use crate::schema::transactions;
 use crate::validation::{self, Page};
 
 const CHUNK_BYTES: usize = 32 * 1024;
 const CHUNKS_IN_FLIGHT: usize = 4;
+/// How long a cut-off listing's statement gets to answer its cancel request before its connection is discarded.
+const CANCEL_GRACE: Duration = Duration::from_secs(2);
 
 type Chunk = Result<Bytes, std::io::Error>;
+
+/// What listings may take; see the module documentation.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_concurrent: usize,
+    pub timeout: Duration,
+    pub stall_timeout: Duration,
+}
+
+/// The permits for [`Limits::max_concurrent`], shared by every request.
+#[derive(Clone)]
+pub struct Listings {
+    permits: Arc<Semaphore>,
+    pub limits: Limits,
+}
+
+impl Listings {
+    pub fn new(limits: Limits) -> Self {
+        Listings { permits: Arc::new(Semaphore::new(limits.max_concurrent)), limits }
+    }
+}
 
 pub async fn getall(app: App, query: String) -> Response {
     match start(app, &query).await {
         Ok(chunks) => {
-            let reply = warp::reply::stream(ChunkStream(chunks));
+            let reply = warp::reply::stream(chunks);
             warp::reply::with_header(reply, header::CONTENT_TYPE, "application/json").into_response()
         }
         Err(e) => e.into_response(),
@@ -39,76 +74,167 @@ pub async fn getall(app: App, query: String) -> Response {
 
 /// Returns once the query is running, so that a missing table or a dead database is still a proper error status
 /// rather than a 200 with a broken body.
-async fn start(app: App, query: &str) -> Result<mpsc::Receiver<Chunk>, ApiError> {
+async fn start(app: App, query: &str) -> Result<ChunkStream, ApiError> {
     let page = validation::parse_page(query)?;
+    let listings = app.listings.clone();
+    let permit = tokio::time::timeout(app.query_timeout, Arc::clone(&listings.permits).acquire_owned())
+        .await
+        .map_err(|_| {
+            ApiError::busy(format!(
+                "{} listings are already running (GETALL_MAX_CONCURRENT); the rest of the database connections are \
+                 kept for payments: try again shortly, or page with ?after_id=&limit=",
+                listings.limits.max_concurrent
+            ))
+        })?
+        .map_err(|_| ApiError::internal("the listing permits were closed"))?;
     let conn = app.connection().await?;
     let (chunks_tx, chunks_rx) = mpsc::channel(CHUNKS_IN_FLIGHT);
     let (started_tx, started_rx) = oneshot::channel();
-    tokio::spawn(produce(app, conn, page, started_tx, chunks_tx));
+    let finished = Arc::new(AtomicBool::new(false));
+    let task = Producer { app, limits: listings.limits, chunks: chunks_tx, finished: Arc::clone(&finished) };
+    tokio::spawn(async move {
+        task.run(conn, page, started_tx).await;
+        drop(permit);
+    });
     started_rx.await.map_err(|_| ApiError::internal("the listing task ended before it started"))??;
-    Ok(chunks_rx)
+    Ok(ChunkStream { chunks: chunks_rx, finished })
 }
 
-async fn produce(
+struct Producer {
     app: App,
-    mut conn: DbConn,
-    page: Page,
-    started: oneshot::Sender<Result<(), ApiError>>,
+    limits: Limits,
     chunks: mpsc::Sender<Chunk>,
-) {
-    let query = transactions::table
-        .filter(transactions::id.gt(page.after_id))
-        .order(transactions::id.asc())
-        .limit(page.limit.unwrap_or(i64::MAX))
-        .select(Transaction::as_select());
-    let rows = match app.bounded("listing transactions", query.load_stream::<Transaction>(&mut conn)).await {
-        Ok(rows) => rows,
-        Err(e) => {
-            let _ = started.send(Err(e));
-            return;
-        }
-    };
-    if started.send(Ok(())).is_err() {
-        return;
-    }
-    let mut rows = std::pin::pin!(rows);
-    let mut buf = Vec::with_capacity(CHUNK_BYTES + 256);
-    buf.push(b'[');
-    let mut count = 0u64;
-    while let Some(row) = rows.next().await {
-        let encoded = row.map_err(|e| format!("reading row {} failed: {e}", count + 1)).and_then(|t| {
-            if count > 0 {
-                buf.push(b',');
-            }
-            t.write_json(&mut buf).map_err(|e| format!("encoding transaction {} failed: {e}", t.id))
-        });
-        if let Err(message) = encoded {
-            // The status line is long gone: the only honest signal left is to abort the body, so the client sees
-            // a truncated response instead of a JSON array that silently lacks rows.
-            log::error!("GET /getall aborted after {count} rows: {message}");
-            let _ = chunks.send(Err(std::io::Error::other(message))).await;
-            return;
-        }
-        count += 1;
-        if buf.len() >= CHUNK_BYTES {
-            let full = std::mem::replace(&mut buf, Vec::with_capacity(CHUNK_BYTES + 256));
-            if chunks.send(Ok(Bytes::from(full))).await.is_err() {
-                log::debug!("GET /getall: client went away after {count} rows");
+    /// Set just before the last chunk is handed over: a body that ends without it was cut off.
+    finished: Arc<AtomicBool>,
+}
+
+impl Producer {
+    async fn run(self, conn: DbConn, page: Page, started: oneshot::Sender<Result<(), ApiError>>) {
+        // The listing's own statement_timeout replaces the session's short one, for this transaction only.
+        let begin = format!("BEGIN READ ONLY; SET LOCAL statement_timeout = {}", self.limits.timeout.as_millis());
+        let opened = self
+            .app
+            .bounded("listing transactions", async {
+                conn.client().batch_execute(&begin).await?;
+                conn.page(page.after_id, page.limit).await
+            })
+            .await;
+        let rows = match opened {
+            Ok(rows) => rows,
+            Err(e) => {
+                let _ = started.send(Err(e));
+                self.abandon(&conn).await;
                 return;
             }
+        };
+        if started.send(Ok(())).is_err() {
+            drop(rows);
+            self.abandon(&conn).await;
+            return;
+        }
+        // Boxed so it can be dropped here: the pending rows are then discarded, not read into memory.
+        let mut rows = Box::pin(rows);
+        let streamed = self.stream(rows.as_mut()).await;
+        drop(rows);
+        match streamed {
+            Ok(()) => {
+                if let Err(e) = conn.client().batch_execute("COMMIT").await {
+                    log::debug!("GET /getall: COMMIT failed: {}", db::describe(&e));
+                    conn.poison();
+                }
+            }
+            Err(Ended) => self.abandon(&conn).await,
         }
     }
-    buf.push(b']');
-    let _ = chunks.send(Ok(Bytes::from(buf))).await;
+
+    /// Ends a listing that did not run to its end. Its statement may still be running (the client stopped reading,
+    /// or the database did not answer in time): it is cancelled and the transaction rolled back, so that nothing
+    /// of it is left on the connection the pool hands out next; a connection where that does not finish within
+    /// [`CANCEL_GRACE`] is discarded instead.
+    async fn abandon(&self, conn: &DbConn) {
+        let _ = tokio::time::timeout(CANCEL_GRACE, conn.cancel_token().cancel_query(self.app.tls().connector())).await;
+        match tokio::time::timeout(CANCEL_GRACE, conn.client().batch_execute("ROLLBACK")).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                log::debug!("GET /getall: ROLLBACK after a cut-off listing failed: {}", db::describe(&e));
+                conn.poison();
+            }
+            Err(_) => conn.poison(),
+        }
+    }
+
+    async fn stream(&self, mut rows: Pin<&mut RowStream>) -> Result<(), Ended> {
+        let mut buf = Vec::with_capacity(CHUNK_BYTES + 256);
+        buf.push(b'[');
+        let mut count = 0u64;
+        while let Some(row) = rows.next().await {
+            let encoded = row
+                .map_err(|e| format!("reading row {} failed: {}", count + 1, db::describe(&e)))
+                .and_then(|row| Transaction::from_row(&row).map_err(|e| db::describe(&e)))
+                .and_then(|t| {
+                    if count > 0 {
+                        buf.push(b',');
+                    }
+                    t.write_json(&mut buf).map_err(|e| format!("encoding transaction {} failed: {e}", t.id))
+                });
+            if let Err(message) = encoded {
+                // The status line is long gone: the only honest signal left is to abort the body, so the client
+                // sees a truncated response instead of a JSON array that silently lacks rows.
+                log::error!("GET /getall aborted after {count} rows: {message}");
+                let _ = self.chunks.try_send(Err(std::io::Error::other(message)));
+                return Err(Ended);
+            }
+            count += 1;
+            if buf.len() >= CHUNK_BYTES {
+                let full = std::mem::replace(&mut buf, Vec::with_capacity(CHUNK_BYTES + 256));
+                self.send(full, count).await?;
+            }
+        }
+        buf.push(b']');
+        self.send(buf, count).await?;
+        // Before the sender is dropped, so the body sees this before its end.
+        self.finished.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Hands one chunk to the response, or gives up on a client that has read nothing for the stall timeout.
+    async fn send(&self, chunk: Vec<u8>, rows: u64) -> Result<(), Ended> {
+        match tokio::time::timeout(self.limits.stall_timeout, self.chunks.send(Ok(Bytes::from(chunk)))).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => {
+                log::debug!("GET /getall: client went away after {rows} rows");
+                Err(Ended)
+            }
+            Err(_) => {
+                log::info!(
+                    "GET /getall: the client read nothing for {}s (GETALL_STALL_TIMEOUT_SECS); cut off after {rows} rows",
+                    self.limits.stall_timeout.as_secs()
+                );
+                Err(Ended)
+            }
+        }
+    }
 }
 
-/// The receiving end as a `Stream` that is `Sync`, as warp's streaming body requires.
-struct ChunkStream(mpsc::Receiver<Chunk>);
+/// A listing that did not run to its end: a row failed, or the client went away or stopped reading.
+struct Ended;
+
+/// The response body. It is `Sync`, as warp's streaming body requires, and it ends in an error, not a clean end,
+/// when the listing was cut off, so hyper aborts the body instead of sending a complete-looking response.
+struct ChunkStream {
+    chunks: mpsc::Receiver<Chunk>,
+    finished: Arc<AtomicBool>,
+}
 
 impl Stream for ChunkStream {
     type Item = Chunk;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Chunk>> {
-        self.0.poll_recv(cx)
+        match self.chunks.poll_recv(cx) {
+            Poll::Ready(None) if !self.finished.swap(true, Ordering::AcqRel) => {
+                Poll::Ready(Some(Err(std::io::Error::other("the listing was cut off"))))
+            }
+            other => other,
+        }
     }
 }

@@ -2,8 +2,6 @@
 //! never has to guess a status code.
 
 use bytes::{Buf, Bytes};
-use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
 use futures_util::{Stream, StreamExt};
 use warp::http::{StatusCode, header};
 use warp::reply::{Reply, Response};
@@ -11,8 +9,6 @@ use warp::reply::{Reply, Response};
 use crate::app::App;
 use crate::error::ApiError;
 use crate::metrics;
-use crate::models::Transaction;
-use crate::schema::transactions;
 use crate::validation::{self, Body};
 
 /// `/add` takes two short fields; anything much larger is a mistake or an attack.
@@ -36,16 +32,13 @@ pub async fn healthz() -> Response {
     text(StatusCode::OK, "ok".into())
 }
 
-/// Readiness: the database answers and the ledger table is there.
+/// Readiness: the database answers and the ledger table is there. Asked on a point-read connection, not a pooled
+/// one, so that a pool held by slow listings does not turn every pod unready.
 pub async fn readyz(app: App) -> Response {
     respond(
         async {
-            let mut conn = app.connection().await?;
-            app.bounded(
-                "checking readiness",
-                diesel::sql_query("SELECT 1 FROM transactions LIMIT 0").execute(&mut conn),
-            )
-            .await?;
+            let reader = app.reader().await?;
+            app.bounded("checking readiness", reader.conn().ready()).await?;
             Ok(text(StatusCode::OK, "ready".into()))
         }
         .await,
@@ -83,29 +76,7 @@ pub async fn add(
             .await
             .map_err(|_| ApiError::request_timeout(app.body_timeout))??;
         let new = validation::parse_add(&query, Body { content_type: content_type.as_deref(), bytes: &body })?;
-        let mut conn = app.connection().await?;
-        let cancel = conn.cancel_token();
-        // `get_results`, not `get_result`: the latter resolves on the first row, which PostgreSQL sends before
-        // the implicit transaction commits (at Sync). Reading the stream to its end waits for ReadyForQuery,
-        // which comes only after the commit is durable, so a 201 always means the row is stored.
-        let created: Vec<Transaction> = app
-            .bounded_write(
-                "adding a transaction",
-                cancel,
-                diesel::insert_into(transactions::table)
-                    .values(&new)
-                    .returning(Transaction::as_returning())
-                    .get_results(&mut conn),
-            )
-            .await?;
-        let created = created
-            .into_iter()
-            .next()
-            .ok_or_else(|| ApiError::internal("the database returned no row for the inserted transaction"))?;
-        drop(conn);
-        if let Some(txlog) = &app.txlog {
-            txlog.append(&created).await;
-        }
+        let created = app.record_payment(new).await?;
         let location = format!("/get/{}", created.id);
         let reply = if wants_json(accept.as_deref()) {
             warp::reply::with_status(warp::reply::json(&created), StatusCode::CREATED).into_response()
@@ -152,12 +123,7 @@ pub async fn get(raw_id: String, app: App) -> Response {
         async {
             let id = validation::parse_id(&raw_id)?;
             let reader = app.reader().await?;
-            let found: Option<Transaction> = app
-                .bounded(&format!("reading transaction {id}"), async {
-                    let mut conn = reader.conn();
-                    transactions::table.find(id).select(Transaction::as_select()).first(&mut conn).await.optional()
-                })
-                .await?;
+            let found = app.bounded(&format!("reading transaction {id}"), reader.conn().find(id)).await?;
             match found {
                 Some(t) => Ok(warp::reply::json(&t).into_response()),
                 None => Err(ApiError::not_found(format!("transaction {id} does not exist"))),

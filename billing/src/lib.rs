@@ -7,13 +7,13 @@ pub mod error;
 pub mod getall;
 pub mod handlers;
 pub mod healthcheck;
+pub mod ledger;
 pub mod logging;
 pub mod metrics;
 pub mod models;
 pub mod pipeline;
 pub mod request_id;
 pub mod router;
-pub mod schema;
 pub mod server;
 pub mod shutdown;
 pub mod throttle;
@@ -38,7 +38,8 @@ pub async fn run(config: Config) -> Result<(), String> {
     if config.metrics_enabled {
         metrics::install(config.pool_size, config.log_file.is_some())?;
     }
-    let pool = db::build_pool(&config).await?;
+    let session = db::Session { statement_timeout: App::statement_timeout(config.database_timeout) };
+    let pool = db::build_pool(&config, session.clone()).await?;
     let txlog =
         config.log_file.clone().map(|path| TxLog::new(path, config.host_name.clone(), config.log_write_timeout));
     let reads = (config.read_connections > 0).then(|| {
@@ -46,11 +47,19 @@ pub async fn run(config: Config) -> Result<(), String> {
             config.read_connections,
             config.database.clone(),
             config.tls.clone(),
+            session,
             config.database_timeout,
         )
     });
-    let app =
-        App::new(pool, reads, txlog, config.database_timeout, config.limits.body_read_timeout, config.tls.clone());
+    let app = App::new(
+        pool,
+        reads,
+        txlog,
+        config.database_timeout,
+        config.limits.body_read_timeout,
+        config.tls.clone(),
+        getall::Listings::new(config.listings.clone()),
+    );
 
     // Either a signal or a failed start-up ends the server; `stop` carries the latter to the graceful future.
     let (stop_tx, mut stop_rx) = watch::channel(false);

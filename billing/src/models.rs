@@ -1,13 +1,9 @@
 //! The one record billing stores, as the database returns it and as the API prints it.
 
 use chrono::{DateTime, Datelike, SecondsFormat, Timelike, Utc};
-use diesel::prelude::*;
 use serde::{Serialize, Serializer};
 
-use crate::schema::transactions;
-
-#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Serialize)]
-#[diesel(table_name = transactions, check_for_backend(diesel::pg::Pg))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Transaction {
     pub id: i64,
     /// A string, as in the original app: client ids such as "007" or "acme-1" keep their exact spelling.
@@ -17,11 +13,7 @@ pub struct Transaction {
     pub created_at: DateTime<Utc>,
 }
 
-/// `treat_none_as_default_value = false`: neither field is optional, and with the default (true) diesel wraps each
-/// value in a "maybe DEFAULT" node that marks the INSERT unsafe to cache, so every `/add` would prepare its statement
-/// anew (an extra round trip to PostgreSQL and a Close). The SQL is the same either way.
-#[derive(Debug, Clone, Insertable)]
-#[diesel(table_name = transactions, treat_none_as_default_value = false)]
+#[derive(Debug, Clone)]
 pub struct NewTransaction {
     pub client_id: String,
     pub amount: i64,
@@ -77,6 +69,16 @@ impl Rfc3339Micros {
 }
 
 impl Transaction {
+    /// A row of `id, client_id, amount, created_at`, the columns every ledger statement selects in this order.
+    pub fn from_row(row: &tokio_postgres::Row) -> Result<Self, tokio_postgres::Error> {
+        Ok(Transaction {
+            id: row.try_get(0)?,
+            client_id: row.try_get(1)?,
+            amount: row.try_get(2)?,
+            created_at: row.try_get(3)?,
+        })
+    }
+
     /// Appends exactly what `serde_json::to_writer(out, self)` would (same keys, order and escaping), without
     /// serde's per-field key escaping: `/getall` writes one per row.
     pub fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {

@@ -7,13 +7,12 @@
 //! one after the other, so a long one (`/getall`) would hold up every read queued behind it, and a write's commit
 //! would make them wait for its WAL flush. Those keep exclusive connections from the pool.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use diesel_async::AsyncPgConnection;
-
 use crate::config::describe_database;
+use crate::db::{self, PgConn, Session};
 use crate::error::ApiError;
 use crate::metrics::{self, DbErrorKind};
 use crate::tls::Tls;
@@ -21,19 +20,16 @@ use crate::tls::Tls;
 /// One shared connection. Cloning is cheap; the connection closes when the last clone is dropped.
 #[derive(Clone)]
 pub struct Shared {
-    conn: Arc<AsyncPgConnection>,
-    /// Set by the task that drives the socket when it ends (PostgreSQL restarted, the network dropped it).
-    closed: Arc<AtomicBool>,
+    conn: Arc<PgConn>,
 }
 
 impl Shared {
-    /// The connection, for `RunQueryDsl` calls on `&mut &AsyncPgConnection`.
-    pub fn conn(&self) -> &AsyncPgConnection {
+    pub fn conn(&self) -> &PgConn {
         &self.conn
     }
 
     fn is_open(&self) -> bool {
-        !self.closed.load(Ordering::Acquire)
+        self.conn.is_usable()
     }
 }
 
@@ -66,16 +62,23 @@ pub struct Pipelines {
     next: AtomicUsize,
     database: tokio_postgres::Config,
     tls: Tls,
+    session: Session,
     connect_timeout: Duration,
 }
 
 impl Pipelines {
     /// `count` shared connections, opened on first use and re-opened when they close.
-    pub fn new(count: usize, database: tokio_postgres::Config, tls: Tls, connect_timeout: Duration) -> Self {
+    pub fn new(
+        count: usize,
+        database: tokio_postgres::Config,
+        tls: Tls,
+        session: Session,
+        connect_timeout: Duration,
+    ) -> Self {
         let slots = (0..count.max(1))
             .map(|_| Slot { current: Mutex::new(None), reconnecting: tokio::sync::Mutex::new(None) })
             .collect();
-        Pipelines { slots, next: AtomicUsize::new(0), database, tls, connect_timeout }
+        Pipelines { slots, next: AtomicUsize::new(0), database, tls, session, connect_timeout }
     }
 
     /// The next shared connection in turn, or the 503 that says why there is none.
@@ -95,8 +98,9 @@ impl Pipelines {
             metrics::database_error(DbErrorKind::Unavailable);
             return Err(ApiError::unavailable(failure.message.clone()));
         }
-        match tokio::time::timeout(self.connect_timeout, open(&self.database, &self.tls)).await {
-            Ok(Ok(shared)) => {
+        match tokio::time::timeout(self.connect_timeout, db::open(&self.database, &self.tls, &self.session)).await {
+            Ok(Ok(conn)) => {
+                let shared = Shared { conn: Arc::new(conn) };
                 slot.set(Some(shared.clone()));
                 *last_failure = None;
                 Ok(shared)
@@ -117,19 +121,4 @@ impl Pipelines {
             }
         }
     }
-}
-
-async fn open(database: &tokio_postgres::Config, tls: &Tls) -> Result<Shared, String> {
-    let (client, connection) = tls.connect(database).await.map_err(|e| e.message)?;
-    let closed = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&closed);
-    let target = describe_database(database);
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            log::warn!("shared read connection to {target} closed: {e}");
-        }
-        flag.store(true, Ordering::Release);
-    });
-    let conn = AsyncPgConnection::try_from(client).await.map_err(|e| e.to_string())?;
-    Ok(Shared { conn: Arc::new(conn), closed })
 }

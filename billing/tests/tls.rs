@@ -249,8 +249,9 @@ fn billing_verdict(case: &Case, url: &str, db: &str) -> Result<(Verdict, String)
             return Err(format!("billing neither became ready nor exited:\n{}", service.log()));
         }
     }
-    // A point read opens the shared read connection; /readyz used a pooled one.
+    // /readyz and a point read use the shared read connection; a listing opens a pooled one.
     http_request(service.addr(), "GET", "/get/1", &[], b"")?;
+    http_request(service.addr(), "GET", "/getall?limit=1", &[], b"")?;
     let ssl = case.server.psql(
         "postgres",
         &format!(
