@@ -12,8 +12,14 @@ have_postgres() {
     [[ -n "${PG_BIN:-}" && -x "$PG_BIN/initdb" ]]
 }
 
-if have_postgres; then
-    echo "install-postgres: PostgreSQL server binaries present"
+# The locale tests run a PostgreSQL whose messages are Russian; the harness compiles ru_RU.UTF-8 with localedef
+# from these sources into a directory of its own, so no locale is installed on the machine.
+have_locale_sources() {
+    command -v localedef >/dev/null && [[ -f /usr/share/i18n/locales/ru_RU && -f /usr/share/i18n/charmaps/UTF-8.gz ]]
+}
+
+if have_postgres && have_locale_sources; then
+    echo "install-postgres: PostgreSQL server binaries and locale sources present"
     exit 0
 fi
 
@@ -26,8 +32,9 @@ if [[ $(id -u) -ne 0 ]]; then
     command -v sudo >/dev/null || { echo "install-postgres: need root or sudo to apt-get install postgresql" >&2; exit 1; }
     sudo=(sudo)
 fi
-echo "install-postgres: installing Debian's postgresql package"
+echo "install-postgres: installing Debian's postgresql and locales packages"
 "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql locales >/dev/null
+have_locale_sources || { echo "install-postgres: locales installed but /usr/share/i18n/locales/ru_RU or localedef not found" >&2; exit 1; }
 have_postgres || { echo "install-postgres: postgresql installed but initdb/postgres/psql not found under /usr/lib/postgresql/*/bin" >&2; exit 1; }
 echo "install-postgres: done"

@@ -389,21 +389,8 @@ impl Tls {
                 permanent: true,
             };
         }
-        ConnectFailure { message: with_causes(e), permanent: false }
+        ConnectFailure { message: crate::db::describe(e), permanent: false }
     }
-}
-
-/// tokio-postgres's error and its causes on one line: its own text is only the kind ("db error", "error
-/// connecting to server"), the part worth reading (PostgreSQL's message, the OS's) is in the causes.
-fn with_causes(e: &tokio_postgres::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = std::error::Error::source(e);
-    while let Some(err) = cause {
-        text.push_str(": ");
-        text.push_str(&err.to_string().replace('\n', " "));
-        cause = err.source();
-    }
-    text
 }
 
 /// rustls lists a certificate's names as `DnsName("db.example.com")`: the name alone reads better.

@@ -25,7 +25,7 @@ struct Outcomes {
 /// answers 503 quickly meanwhile, recovers by itself, and every transaction it acknowledged is in the table.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_restart_under_load() -> TestResult {
-    let pg = PgServer::start(PgOptions { durable: true })?;
+    let pg = PgServer::start(PgOptions { durable: true, lc_messages: None })?;
     let url = pg.create_database("billing")?;
     let mut service = ServiceProcess::spawn(
         BIN.as_ref(),
@@ -136,7 +136,7 @@ async fn database_restart_under_load() -> TestResult {
 /// 500), and once it is back the same process reconnects by itself.
 #[tokio::test]
 async fn shared_read_connection_recovers_after_a_database_restart() -> TestResult {
-    let pg = PgServer::start(PgOptions { durable: false })?;
+    let pg = PgServer::start(PgOptions { durable: false, lc_messages: None })?;
     let url = pg.create_database("billing")?;
     let mut service = ServiceProcess::spawn(
         BIN.as_ref(),
@@ -322,5 +322,82 @@ async fn sigterm_finishes_requests_in_flight_and_exits_zero() -> TestResult {
     assert_eq!(log.matches("POST /add 201").count(), 5, "{log}");
     assert_eq!(app.row_count()?, 5);
     let _ = locker.wait();
+    Ok(())
+}
+
+/// Requests that arrive while PostgreSQL is down wait for a connection; once it accepts again they are served
+/// within a second, not after the pool's backoff (bb8 doubles its pause up to half the connection timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_payments_succeed_within_a_second_of_the_database_accepting() -> TestResult {
+    let pg = PgServer::start(PgOptions { durable: false, lc_messages: None })?;
+    let url = pg.create_database("billing")?;
+    let mut service = ServiceProcess::spawn(BIN.as_ref(), &[("DATABASE_URL", &url), ("DATABASE_TIMEOUT_SECS", "15")])?;
+    service.wait_ready(READY_TIMEOUT)?;
+    let client = client()?;
+    assert_eq!(client.post(service.url("/add?client_id=before&amount=1")).send().await?.status(), StatusCode::CREATED);
+
+    pg.stop(StopMode::Immediate)?;
+    let mut waiting = Vec::new();
+    for i in 0..4 {
+        let (client, url) = (client.clone(), service.url(&format!("/add?client_id=waiting{i}&amount=1")));
+        waiting.push(tokio::spawn(async move {
+            let r = client.post(url).send().await?;
+            Ok::<_, reqwest::Error>((r.status(), Instant::now()))
+        }));
+    }
+    // Long enough for a doubling backoff to be past its third pause.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    pg.restart()?;
+    // restart() returns once psql got an answer: PostgreSQL accepts connections from here on.
+    let accepting = Instant::now();
+    let mut first = None::<Duration>;
+    for task in waiting {
+        let (status, at) = task.await??;
+        assert_eq!(status, StatusCode::CREATED, "a payment waiting through the outage");
+        let after = at.saturating_duration_since(accepting);
+        first = Some(first.map_or(after, |f| f.min(after)));
+    }
+    let first = first.unwrap_or_default();
+    println!("first 201 came {first:?} after PostgreSQL accepted again");
+    assert!(first < Duration::from_secs(1), "the first payment came {first:?} after PostgreSQL accepted");
+    assert_eq!(pg.psql("billing", "SELECT count(*) FROM transactions")?, "5");
+    Ok(())
+}
+
+/// When connections cannot be opened, the 503 and the log say why (here, PostgreSQL's "password authentication
+/// failed"), never just "db error", and never print the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_connection_is_reported_with_its_cause() -> TestResult {
+    let role = unique_name("payer");
+    let db = unique_name("cause");
+    shared().psql("postgres", &format!("CREATE ROLE \"{role}\" LOGIN PASSWORD 'first-secret'"))?;
+    shared().psql("postgres", &format!("CREATE DATABASE \"{db}\" OWNER \"{role}\""))?;
+    let url = format!("postgres://{role}@127.0.0.1:{}/{db}", shared().port());
+    let mut service = ServiceProcess::spawn(
+        BIN.as_ref(),
+        &[
+            ("DATABASE_URL", &url),
+            ("DATABASE_PASSWORD", "first-secret"),
+            ("DATABASE_TIMEOUT_SECS", "2"),
+            ("DATABASE_READ_CONNECTIONS", "0"),
+        ],
+    )?;
+    service.wait_ready(READY_TIMEOUT)?;
+    let client = client()?;
+    // The password changes under the running service, and its open connections are closed.
+    shared().psql("postgres", &format!("ALTER ROLE \"{role}\" PASSWORD 'second-secret'"))?;
+    shared().psql(
+        "postgres",
+        &format!("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = '{role}'"),
+    )?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r = client.post(service.url("/add?client_id=c&amount=1")).send().await?;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = r.json().await?;
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(message.contains("password authentication failed") && message.contains("28P01"), "{message}");
+    let log = service.log();
+    assert!(log.contains("password authentication failed"), "the log does not say why:\n{log}");
+    assert!(!log.contains("first-secret") && !message.contains("first-secret"), "the password was printed");
     Ok(())
 }

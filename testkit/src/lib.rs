@@ -3,6 +3,7 @@
 //! [`PgServer`] runs `initdb` and `postgres` from the machine's PostgreSQL installation on a free 127.0.0.1 port in a
 //! temporary directory, and removes both when dropped. Nothing is mocked: tests speak to a real server over TCP.
 
+mod locale;
 mod pg;
 mod port;
 mod process;

@@ -17,6 +17,10 @@ pub struct PgOptions {
     /// `fsync` on, as in production. Off by default: the OS keeps the data unless the machine itself crashes,
     /// which is all a test needs, and it makes the suite several times faster.
     pub durable: bool,
+    /// The server's `lc_messages`, e.g. `ru_RU.UTF-8`: its error messages are then in that language. The locale is
+    /// compiled with `localedef` into a directory of the harness's own (`LOCPATH`), so the machine's locales are
+    /// left as they are.
+    pub lc_messages: Option<&'static str>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,6 +221,10 @@ impl PgServer {
             .args(["-c", "max_connections=300", "-c", "shared_buffers=32MB"]);
         if !self.options.durable {
             cmd.args(["-c", "fsync=off", "-c", "full_page_writes=off"]);
+        }
+        if let Some(locale) = self.options.lc_messages {
+            cmd.env("LOCPATH", crate::locale::compiled(locale)?);
+            cmd.args(["-c", &format!("lc_messages={locale}")]);
         }
         if self.tls.is_some() {
             // Relative paths are read from the data directory.

@@ -37,7 +37,7 @@ fn main() -> std::process::ExitCode {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
     }
-    let server = match PgServer::start(PgOptions { durable }) {
+    let server = match PgServer::start(PgOptions { durable, lc_messages: None }) {
         Ok(server) => server,
         Err(e) => {
             eprintln!("billing-tempdb: {e}");

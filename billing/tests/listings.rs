@@ -1,0 +1,84 @@
+//! Clients that request `/getall` and never read: they cannot take the connections payments need, they are cut off
+//! after GETALL_STALL_TIMEOUT_SECS, and their statements do not live on in connections the pool reuses.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{TestApp, TestResult};
+use reqwest::StatusCode;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Enough rows that the listing (about 25 MB of JSON) cannot sit in the sockets' buffers.
+const ROWS: u32 = 300_000;
+const STALLED: usize = 20;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_listings_cannot_starve_payments() -> TestResult {
+    let app = TestApp::start_with(&[("GETALL_STALL_TIMEOUT_SECS", "3"), ("DATABASE_TIMEOUT_SECS", "5")])?;
+    app.sql(&format!(
+        "INSERT INTO transactions (client_id, amount) SELECT 'c' || g, g FROM generate_series(1, {ROWS}) g"
+    ))?;
+    let addr = app.service.addr();
+
+    // Twenty clients ask for the whole ledger and never read a byte of it.
+    let mut stalled = Vec::new();
+    for _ in 0..STALLED {
+        let mut s = TcpStream::connect(addr).await?;
+        s.write_all(b"GET /getall HTTP/1.1\r\nHost: billing\r\n\r\n").await?;
+        stalled.push(s);
+    }
+    // Let them take what they can: five listings (a quarter of the pool of 20) run, the rest wait for a turn.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let mut slowest = Duration::ZERO;
+    for i in 0..20 {
+        let started = Instant::now();
+        let r = app.client.post(app.url(&format!("/add?client_id=p{i}&amount=1"))).send().await?;
+        slowest = slowest.max(started.elapsed());
+        assert_eq!(r.status(), StatusCode::CREATED, "payment {i} during the stalled listings: {}", r.text().await?);
+        let r = app.client.get(app.url("/readyz")).send().await?;
+        assert_eq!(r.status(), StatusCode::OK, "readiness during the stalled listings");
+    }
+    println!("slowest of 20 payments with {STALLED} stalled listings: {slowest:?}");
+    // The pool wait is DATABASE_TIMEOUT_SECS=5: a payment that had to wait for a listing's connection would show it.
+    assert!(slowest < Duration::from_secs(2), "a payment waited {slowest:?}");
+
+    // A listing beyond the limit is told to come back, after waiting up to DATABASE_TIMEOUT_SECS for a turn.
+    let r = app.client.get(app.url("/getall")).send().await?;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
+    let body: Value = r.json().await?;
+    assert_eq!(body["error"], "busy", "{body}");
+
+    // Past the stall timeout the listings were cut off: their statements are gone from PostgreSQL, not running on.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let active = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'billing' AND state = 'active' \
+                  AND query LIKE 'SELECT id, client_id%'";
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let running = app.sql(&active.replace("WHERE", &format!("WHERE datname = '{}' AND", app.db)))?;
+        if running == "0" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{running} listing statements still run after their clients were cut off");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // A cut-off client that reads now finds a body that ends without its closing bracket, not a complete array.
+    let mut first = stalled.swap_remove(0);
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), first.read_to_end(&mut received)).await;
+    assert!(read.is_ok(), "the cut-off connection was not closed");
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.starts_with("HTTP/1.1 200"), "{}", &text[..text.len().min(200)]);
+    assert!(!text.ends_with("]\r\n0\r\n\r\n"), "a cut-off listing ended like a complete one");
+    drop(stalled);
+
+    // Every connection the listings used is clean: a full listing read normally returns every row.
+    let rows: Vec<Value> = app.client.get(app.url("/getall")).send().await?.json().await?;
+    assert_eq!(rows.len(), ROWS as usize + 20);
+    Ok(())
+}
