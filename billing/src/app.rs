@@ -46,6 +46,8 @@ pub struct App {
     pub listings: Listings,
     /// Set once the database answered and the migrations ran; until then data endpoints answer 503.
     started: Arc<AtomicBool>,
+    /// Set at SIGTERM: `/readyz` answers 503 so that endpoints drop the pod, while requests are still served.
+    stopping: Arc<AtomicBool>,
 }
 
 impl App {
@@ -59,7 +61,16 @@ impl App {
         listings: Listings,
     ) -> Self {
         let started = Arc::new(AtomicBool::new(false));
-        App { pool, reads: reads.map(Arc::new), txlog, query_timeout, body_timeout, tls, listings, started }
+        let stopping = Arc::new(AtomicBool::new(false));
+        App { pool, reads: reads.map(Arc::new), txlog, query_timeout, body_timeout, tls, listings, started, stopping }
+    }
+
+    pub fn mark_stopping(&self) {
+        self.stopping.store(true, Ordering::Release);
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
     }
 
     /// PostgreSQL's own bound on each statement (see [`db::Session`]): past the service's timeout and both cancel

@@ -37,6 +37,9 @@ pub async fn healthz() -> Response {
 pub async fn readyz(app: App) -> Response {
     respond(
         async {
+            if app.is_stopping() {
+                return Err(ApiError::unavailable("billing is stopping (SIGTERM): it finishes the requests it has"));
+            }
             let reader = app.reader().await?;
             app.bounded("checking readiness", reader.conn().ready()).await?;
             Ok(text(StatusCode::OK, "ready".into()))

@@ -64,11 +64,13 @@ pub async fn run(config: Config) -> Result<(), String> {
     // Either a signal or a failed start-up ends the server; `stop` carries the latter to the graceful future.
     let (stop_tx, mut stop_rx) = watch::channel(false);
     let (draining_tx, mut draining_rx) = watch::channel(false);
+    let stopping = app.clone();
     let graceful = async move {
         tokio::select! {
             () = shutdown::signalled() => {}
             _ = stop_rx.changed() => {}
         }
+        stopping.mark_stopping();
         let _ = draining_tx.send(true);
     };
     // The bound address, not the configured one: with port 0 this is how a caller learns the port.

@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -49,12 +49,17 @@ pub struct Limits {
     pub max_connections: usize,
 }
 
+/// After the stop signal, how long kept-alive connections are still read: a request a client sent just before it
+/// could learn of the stop is answered (with `Connection: close`) rather than lost with the connection. Past this,
+/// connections with no request in flight are closed and the others finish theirs.
+pub const DRAIN_IDLE_GRACE: Duration = Duration::from_secs(2);
+
 /// File descriptors kept free of client connections: the database connections, the transaction log, and headroom.
 const RESERVED_FILES: u64 = 64;
 
 /// Serves `routes` (the router as a service, from `warp::service`) on `listener` until `stop` resolves, then stops
-/// accepting and waits for the connections it has to finish their requests (idle keep-alive connections are closed
-/// at once). `reserved` is how many file descriptors the rest of the process needs (its database connections).
+/// accepting; for [`DRAIN_IDLE_GRACE`] the open connections are still served, each answer saying
+/// `Connection: close`, and then the server waits for the requests still in flight. `reserved` is how many file descriptors the rest of the process needs (its database connections).
 pub async fn serve<S>(listener: TcpListener, routes: S, limits: Limits, reserved: u64, stop: impl Future<Output = ()>)
 where
     S: Service<Request<Incoming>, Response = warp::reply::Response, Error = Infallible> + Clone + Send + 'static,
@@ -92,7 +97,8 @@ where
             drop(stream);
             continue;
         };
-        let service = Observed { inner: routes.clone(), conn: Arc::clone(&conn) };
+        let service =
+            Observed { inner: routes.clone(), conn: Arc::clone(&conn), draining: Arc::clone(&connections.draining) };
         let watched = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
         let connections = Arc::clone(&connections);
         tokio::spawn(async move {
@@ -109,6 +115,12 @@ where
         });
     }
     drop(listener);
+    connections.draining.store(true, Ordering::Release);
+    // Each connection closes after its next answer; the grace ends early once every one has.
+    let deadline = Instant::now() + DRAIN_IDLE_GRACE;
+    while connections.count() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     graceful.shutdown().await;
 }
 
@@ -140,6 +152,8 @@ struct Connections {
     next_id: AtomicU64,
     started: Instant,
     warnings: Throttled,
+    /// Set at the stop signal: every answer from then on closes its connection.
+    draining: Arc<AtomicBool>,
 }
 
 struct Conn {
@@ -160,7 +174,12 @@ impl Connections {
             next_id: AtomicU64::new(0),
             started: Instant::now(),
             warnings: Throttled::default(),
+            draining: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    fn count(&self) -> usize {
+        self.open.lock().unwrap_or_else(PoisonError::into_inner).len()
     }
 
     fn now_ms(&self) -> u64 {
@@ -245,6 +264,7 @@ async fn accept_failed(e: std::io::Error) {
 struct Observed<S> {
     inner: S,
     conn: Arc<Conn>,
+    draining: Arc<AtomicBool>,
 }
 
 type Answer<B> = Pin<Box<dyn Future<Output = Result<Response<Guarded<B>>, Infallible>> + Send>>;
@@ -267,10 +287,16 @@ where
         let path = request.uri().path().to_owned();
         // warp's service is ready at once and cheap to clone (its filter holds only handles to shared state).
         let answer = self.inner.clone().call(request);
+        let draining = Arc::clone(&self.draining);
         Box::pin(id.clone().scope(async move {
             let Ok(mut response) = answer.await;
             let elapsed = started.elapsed();
             response.headers_mut().insert(header::HeaderName::from_static(request_id::HEADER), id.header_value());
+            // The client learns from the answer itself that the server is stopping, and hyper closes the connection
+            // after sending it, so the next request goes to another pod.
+            if draining.load(Ordering::Acquire) {
+                response.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+            }
             let status = response.status().as_u16();
             let route = metrics::route_of(&path);
             metrics::request(metrics::method_label(&method), route, status, elapsed);

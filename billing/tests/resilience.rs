@@ -401,3 +401,74 @@ async fn a_refused_connection_is_reported_with_its_cause() -> TestResult {
     assert!(!log.contains("first-secret") && !message.contains("first-secret"), "the password was printed");
     Ok(())
 }
+
+/// One request on a kept-alive raw connection: its status, its `Connection` header and whether the server then
+/// closed the connection.
+async fn keep_alive_request(stream: &mut tokio::net::TcpStream, path: &str) -> Result<(u16, String), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let request = format!("POST {path} HTTP/1.1\r\nHost: billing\r\nContent-Length: 0\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.map_err(|e| format!("send: {e}"))?;
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut buf).await.map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            return Err(format!("connection closed with no complete answer: {:?}", String::from_utf8_lossy(&received)));
+        }
+        received.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&received).to_string();
+        let Some((head, body)) = text.split_once("\r\n\r\n") else { continue };
+        let header = |name: &str| {
+            head.lines()
+                .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim()))
+                .unwrap_or_default()
+                .to_string()
+        };
+        let length: usize = header("content-length").parse().map_err(|_| format!("no content-length: {head}"))?;
+        if body.len() < length {
+            continue;
+        }
+        let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or(format!("bad status line: {head}"))?;
+        return Ok((status, header("connection")));
+    }
+}
+
+/// SIGTERM while clients hold kept-alive connections: a request they send just after it is still answered, with
+/// `Connection: close`, and the server then closes the connection; `/readyz` turns 503 so endpoints drop the pod.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_sent_just_after_sigterm_on_kept_alive_connections_are_answered() -> TestResult {
+    use tokio::io::AsyncReadExt;
+    let mut app = TestApp::start()?;
+    let mut connections = Vec::new();
+    for i in 0..16 {
+        let mut stream = tokio::net::TcpStream::connect(app.service.addr()).await?;
+        let (status, connection) =
+            keep_alive_request(&mut stream, &format!("/add?client_id=before{i}&amount=1")).await?;
+        assert_eq!((status, connection.as_str()), (201, ""), "before SIGTERM");
+        connections.push(stream);
+    }
+    let mut probe = tokio::net::TcpStream::connect(app.service.addr()).await?;
+    app.service.signal(libc::SIGTERM)?;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut answered = 0;
+    for (i, stream) in connections.iter_mut().enumerate() {
+        let (status, connection) = keep_alive_request(stream, &format!("/add?client_id=after{i}&amount=1")).await?;
+        assert_eq!((status, connection.as_str()), (201, "close"), "a payment sent just after SIGTERM");
+        // The server closes the connection after that answer.
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest))
+            .await
+            .map_err(|_| "not closed")??;
+        answered += 1;
+    }
+    use tokio::io::AsyncWriteExt;
+    probe.write_all(b"GET /readyz HTTP/1.1\r\nHost: billing\r\n\r\n").await?;
+    let mut head = [0u8; 12];
+    probe.read_exact(&mut head).await?;
+    assert_eq!(&head, b"HTTP/1.1 503", "readiness while stopping");
+    drop(probe);
+    let status = app.service.wait_exit(Duration::from_secs(15))?;
+    assert_eq!(status.code(), Some(0), "{}", app.service.log());
+    assert_eq!((answered, app.row_count()?), (16, 32));
+    Ok(())
+}
