@@ -11,7 +11,7 @@ use crate::models::{NewTransaction, Transaction};
 /// Every statement billing runs on a pooled or shared connection; each is prepared once per connection.
 #[derive(Debug, Clone, Copy)]
 pub enum Query {
-    Insert,
+    InsertBatch,
     Find,
     Page,
     Ready,
@@ -22,8 +22,16 @@ impl Query {
 
     pub fn sql(self) -> &'static str {
         match self {
-            Query::Insert => {
-                "INSERT INTO transactions (client_id, amount) VALUES ($1, $2) RETURNING id, client_id, amount, created_at"
+            // The advisory lock (key 0x62696c6c696e6757, "billingW", writer.rs's COMMIT_ORDER_LOCK_KEY) is taken
+            // before any row reaches the INSERT, since every row of the join needs the lock's one row, and the
+            // ORDER BY's sort needs every row: so before any id is drawn. It is held until the commit is durable.
+            Query::InsertBatch => {
+                "WITH ordered AS MATERIALIZED (SELECT 1 FROM pg_advisory_xact_lock(7091318301152667479)) \
+                 INSERT INTO transactions (client_id, amount) \
+                 SELECT t.client_id, t.amount \
+                 FROM ordered, unnest($1::varchar[], $2::bigint[]) WITH ORDINALITY AS t(client_id, amount, n) \
+                 ORDER BY t.n \
+                 RETURNING id, client_id, amount, created_at"
             }
             Query::Find => "SELECT id, client_id, amount, created_at FROM transactions WHERE id = $1",
             // `LIMIT NULL` is `LIMIT ALL`: one statement serves the whole listing and its pages.
@@ -38,7 +46,7 @@ impl Query {
 /// A write that failed, and whether PostgreSQL may have committed it all the same.
 #[derive(Debug)]
 pub struct WriteError {
-    /// `None`: PostgreSQL committed but returned no row, which RETURNING never does.
+    /// `None`: PostgreSQL committed but returned rows that do not match those sent, which RETURNING never does.
     pub error: Option<tokio_postgres::Error>,
     /// False when PostgreSQL's own answer proves the statement did not commit; true when the connection failed
     /// with the statement sent and no such answer came.
@@ -46,7 +54,7 @@ pub struct WriteError {
 }
 
 impl WriteError {
-    fn not_committed(error: tokio_postgres::Error) -> Self {
+    pub fn not_committed(error: tokio_postgres::Error) -> Self {
         WriteError { error: Some(error), maybe_committed: false }
     }
 
@@ -67,21 +75,24 @@ impl WriteError {
 }
 
 impl PgConn {
-    /// Inserts one payment and returns it once its commit is durable: the row stream is read to PostgreSQL's
-    /// ReadyForQuery, which comes only after the implicit transaction committed.
-    pub async fn insert(&self, new: &NewTransaction) -> Result<Transaction, WriteError> {
-        let statement = self.statement(Query::Insert).await.map_err(WriteError::not_committed)?;
-        let params: [&(dyn ToSql + Sync); 2] = [&new.client_id, &new.amount];
-        let rows = self.client().query_raw(statement, params).await.map_err(|e| WriteError::after_sending(e, false))?;
-        let mut rows = std::pin::pin!(rows);
-        let mut created = None;
-        while let Some(row) = rows.next().await {
-            let row = row.map_err(|e| WriteError::after_sending(e, created.is_some()))?;
-            created = Some(row);
+    /// Inserts `rows` in one statement and returns them as stored, in the order given, once the commit is durable:
+    /// the row stream is read to PostgreSQL's ReadyForQuery, which comes only after the implicit transaction
+    /// committed.
+    pub async fn insert_batch(&self, rows: &[NewTransaction]) -> Result<Vec<Transaction>, WriteError> {
+        let statement = self.statement(Query::InsertBatch).await.map_err(WriteError::not_committed)?;
+        let client_ids: Vec<&str> = rows.iter().map(|r| r.client_id.as_str()).collect();
+        let amounts: Vec<i64> = rows.iter().map(|r| r.amount).collect();
+        let params: [&(dyn ToSql + Sync); 2] = [&client_ids, &amounts];
+        let stream =
+            self.client().query_raw(statement, params).await.map_err(|e| WriteError::after_sending(e, false))?;
+        let mut stream = std::pin::pin!(stream);
+        let mut created = Vec::with_capacity(rows.len());
+        while let Some(row) = stream.next().await {
+            let seen = !created.is_empty();
+            created.push(row.map_err(|e| WriteError::after_sending(e, seen))?);
         }
-        // The commit is durable by now: a missing or undecodable row is a bug to report, not a failed payment.
-        let row = created.ok_or(WriteError { error: None, maybe_committed: true })?;
-        Transaction::from_row(&row).map_err(|e| WriteError { error: Some(e), maybe_committed: true })
+        // The commit is durable by now: rows that do not match what was sent are a bug to report, not a failure.
+        in_given_order(rows, &created).ok_or(WriteError { error: None, maybe_committed: true })
     }
 
     pub async fn find(&self, id: i64) -> Result<Option<Transaction>, tokio_postgres::Error> {
@@ -103,4 +114,14 @@ impl PgConn {
         self.client().query_raw(statement, std::iter::empty::<i64>()).await?.try_collect::<Vec<Row>>().await?;
         Ok(())
     }
+}
+
+/// The stored rows in the order of `rows`. Ids are drawn in the INSERT's ORDER BY, so sorted by id the rows are in
+/// the order given; each row's values confirm it. `None` if they do not match.
+fn in_given_order(rows: &[NewTransaction], created: &[Row]) -> Option<Vec<Transaction>> {
+    let mut stored = created.iter().map(Transaction::from_row).collect::<Result<Vec<_>, _>>().ok()?;
+    stored.sort_by_key(|t| t.id);
+    let matches = stored.len() == rows.len()
+        && stored.iter().zip(rows).all(|(t, r)| t.client_id == r.client_id && t.amount == r.amount);
+    matches.then_some(stored)
 }

@@ -20,12 +20,17 @@ pub mod throttle;
 pub mod tls;
 pub mod txlog;
 pub mod validation;
+pub mod writer;
 
 use tokio::sync::watch;
 
 use crate::app::App;
 use crate::config::{Config, describe_database};
 use crate::txlog::TxLog;
+
+/// Group-commit writer tasks (writer.rs). Batches from every process take turns on one lock, so a second task only
+/// has its next batch's statement at PostgreSQL while the current one commits; more would hold connections idle.
+const WRITERS: usize = 2;
 
 /// Serves until SIGTERM/SIGINT (then drains and returns `Ok`) or until start-up fails (then returns why).
 ///
@@ -51,15 +56,7 @@ pub async fn run(config: Config) -> Result<(), String> {
             config.database_timeout,
         )
     });
-    let app = App::new(
-        pool,
-        reads,
-        txlog,
-        config.database_timeout,
-        config.limits.body_read_timeout,
-        config.tls.clone(),
-        getall::Listings::new(config.listings.clone()),
-    );
+    let app = App::new(pool, reads, txlog, &config, WRITERS);
 
     // Either a signal or a failed start-up ends the server; `stop` carries the latter to the graceful future.
     let (stop_tx, mut stop_rx) = watch::channel(false);

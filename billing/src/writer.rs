@@ -1,0 +1,286 @@
+//! Group commit: payments that arrive together are written together, and batches commit in id order across every
+//! billing process writing to the database.
+//!
+//! A request queues its payment and waits. A writer task takes whatever is queued (never waiting for more: at one
+//! request at a time a batch is that one request) and writes it with one statement ([`Query::InsertBatch`]): a
+//! multi-row INSERT that first takes a transaction-scoped advisory lock. One statement is one round trip and one
+//! WAL flush for the whole batch, which is what lets `/add` pass PostgreSQL's own one-row-per-statement rate. The
+//! lock is taken before the INSERT draws its ids from the sequence and held until the commit is durable, so batches
+//! from every process commit one after another, in id order: when a batch's rows become visible, every lower id is
+//! committed already, and a reader following `GET /getall?after_id=<last id seen>` never skips a payment. (Ids drawn
+//! outside such a lock, as concurrent single-row INSERTs draw them, commit out of order: id 10 can become visible
+//! after id 11 was read and paged past.)
+//!
+//! What each request is told:
+//! - the batch committed: 201 with its own row;
+//! - PostgreSQL answered with an error (a cancel after `DATABASE_TIMEOUT_SECS`, a shutdown, a read-only server): it
+//!   rolled the whole batch back, so each request is told nothing was recorded;
+//! - the database's constraints refuse a row: the batch is written again one row at a time, so that row alone fails
+//!   and its neighbours are recorded;
+//! - the connection failed after the statement was sent and before PostgreSQL's answer, or neither the statement
+//!   nor its cancel was answered: the outcome is unknown, and each request is told so;
+//! - a payment that waited in the queue for `DATABASE_TIMEOUT_SECS` without being taken into a batch: nothing was
+//!   recorded, and it is then never written.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use crate::db::{self, DbPool};
+use crate::error::ApiError;
+use crate::ledger::WriteError;
+use crate::metrics::{self, DbErrorKind};
+use crate::models::{NewTransaction, Transaction};
+use crate::tls::Tls;
+use crate::txlog::TxLog;
+
+/// Most payments in one batch: more than a busy process has in flight, few enough that a batch's statement stays
+/// around 100 KiB.
+pub const MAX_BATCH: usize = 1024;
+
+/// How long a timed-out batch waits for its cancel request to be sent, and then for the statement's answer.
+pub const CANCEL_GRACE: Duration = Duration::from_secs(2);
+
+/// How long a batch whose requests were told "outcome unknown" is still awaited, so that if it commits after all
+/// its transaction-log lines are written. PostgreSQL's own `statement_timeout` ends it well before this.
+const LATE_WRITE_WAIT: Duration = Duration::from_secs(60);
+
+const ACTION: &str = "adding a transaction";
+
+const QUEUED: u8 = 0;
+const TAKEN: u8 = 1;
+const ABANDONED: u8 = 2;
+
+/// One payment waiting for its batch.
+struct Pending {
+    new: NewTransaction,
+    reply: oneshot::Sender<Result<Transaction, ApiError>>,
+    /// QUEUED until a writer takes it into a batch (TAKEN) or its request stops waiting (ABANDONED). Exactly one of
+    /// the two happens, so a payment whose client was told it was not recorded is never written.
+    state: Arc<AtomicU8>,
+}
+
+/// The queue of payments; cloning shares it.
+#[derive(Clone)]
+pub struct Writer {
+    queue: mpsc::UnboundedSender<Pending>,
+    query_timeout: Duration,
+}
+
+/// What the writer tasks need; they hold no [`crate::app::App`], so nothing keeps the queue open but the requests.
+pub struct Batches {
+    pub pool: DbPool,
+    pub tls: Tls,
+    pub query_timeout: Duration,
+    pub txlog: Option<TxLog>,
+}
+
+impl Writer {
+    /// Starts `writers` tasks writing batches, each on one pooled connection at a time.
+    pub fn start(batches: Batches, writers: usize) -> Self {
+        let (queue, receiver) = mpsc::unbounded_channel();
+        let query_timeout = batches.query_timeout;
+        let (receiver, batches) = (Arc::new(Mutex::new(receiver)), Arc::new(batches));
+        for _ in 0..writers.max(1) {
+            let (receiver, batches) = (Arc::clone(&receiver), Arc::clone(&batches));
+            tokio::spawn(async move { batches.run(receiver).await });
+        }
+        Writer { queue, query_timeout }
+    }
+
+    /// Queues `new` and waits for its batch. The wait in the queue is bounded by `DATABASE_TIMEOUT_SECS`; once in a
+    /// batch, the batch's own bounds apply (its timeout, its cancel and their grace), so an answer always comes.
+    pub async fn record(&self, new: NewTransaction) -> Result<Transaction, ApiError> {
+        let (reply, mut answer) = oneshot::channel();
+        let state = Arc::new(AtomicU8::new(QUEUED));
+        self.queue
+            .send(Pending { new, reply, state: Arc::clone(&state) })
+            .map_err(|_| ApiError::unavailable("billing is stopping; nothing was recorded: it is safe to retry"))?;
+        if let Ok(answered) = tokio::time::timeout(self.query_timeout, &mut answer).await {
+            return answered.unwrap_or_else(|_| Err(lost_writer()));
+        }
+        if state.compare_exchange(QUEUED, ABANDONED, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            metrics::database_error(DbErrorKind::Timeout);
+            return Err(ApiError::unavailable(format!(
+                "the payment waited {}s for the database and was never sent to it; nothing was recorded: it is safe \
+                 to retry",
+                self.query_timeout.as_secs()
+            )));
+        }
+        // Taken into a batch just as the wait ended: its batch answers.
+        answer.await.unwrap_or_else(|_| Err(lost_writer()))
+    }
+}
+
+fn lost_writer() -> ApiError {
+    ApiError::internal("the payment's writer ended without an answer; the payment may or may not be recorded")
+}
+
+impl Batches {
+    async fn run(&self, receiver: Arc<Mutex<mpsc::UnboundedReceiver<Pending>>>) {
+        loop {
+            let batch = {
+                let mut receiver = receiver.lock().await;
+                let Some(first) = receiver.recv().await else { return };
+                let mut batch = Vec::with_capacity(8);
+                take(&mut batch, first);
+                // Whatever else is queued now, and no more: a batch never waits to fill.
+                while batch.len() < MAX_BATCH {
+                    match receiver.try_recv() {
+                        Ok(next) => take(&mut batch, next),
+                        Err(_) => break,
+                    }
+                }
+                batch
+            };
+            if !batch.is_empty() {
+                self.write(batch).await;
+            }
+        }
+    }
+
+    async fn write(&self, batch: Vec<Pending>) {
+        metrics::write_batch(batch.len());
+        let rows: Vec<NewTransaction> = batch.iter().map(|p| p.new.clone()).collect();
+        match self.bounded(rows).await {
+            Ok(created) => {
+                for (pending, row) in batch.into_iter().zip(created) {
+                    let _ = pending.reply.send(Ok(row));
+                }
+            }
+            Err(Failure { refused: true, .. }) if batch.len() > 1 => {
+                // A row the database refuses must not fail its neighbours: each is written alone.
+                for pending in batch {
+                    let result = self.bounded(vec![pending.new.clone()]).await;
+                    let result = result.map_err(|f| f.error).and_then(|mut rows| rows.pop().ok_or_else(no_row));
+                    let _ = pending.reply.send(result);
+                }
+            }
+            Err(failure) => {
+                for pending in batch {
+                    let _ = pending.reply.send(Err(failure.error.clone()));
+                }
+            }
+        }
+    }
+
+    /// Writes one batch under `DATABASE_TIMEOUT_SECS`, on a pooled connection nothing else uses meanwhile.
+    ///
+    /// Past the timeout the statement is not abandoned but cancelled: an abandoned INSERT stuck behind a lock would
+    /// still commit when the lock goes, after its clients were told it failed, and their retries would record the
+    /// payments twice. The statement's own answer then says what happened. If not even the cancel is answered, the
+    /// clients are told the outcome is unknown, and the statement is still awaited in the background: if it commits
+    /// after all, its transaction-log lines are written then.
+    async fn bounded(&self, rows: Vec<NewTransaction>) -> Result<Vec<Transaction>, Failure> {
+        let conn = db::checkout(&self.pool).await.map_err(Failure::other)?;
+        let cancel = conn.cancel_token();
+        let mut write = Box::pin(async move {
+            let result = conn.insert_batch(&rows).await;
+            drop(conn);
+            result
+        });
+        let waited = self.query_timeout.as_secs();
+        let result = match tokio::time::timeout(self.query_timeout, &mut write).await {
+            Ok(result) => result,
+            Err(_) => {
+                log::warn!("{ACTION}: no answer from the database within {waited}s; cancelling the statement");
+                match tokio::time::timeout(CANCEL_GRACE, cancel.cancel_query(self.tls.connector())).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => log::warn!("{ACTION}: could not send the cancel request: {}", db::describe(&e)),
+                    Err(_) => {
+                        log::warn!("{ACTION}: could not send the cancel request within {}s", CANCEL_GRACE.as_secs())
+                    }
+                }
+                match tokio::time::timeout(CANCEL_GRACE, &mut write).await {
+                    Ok(Err(e)) if is_cancelled(&e) => {
+                        metrics::database_error(DbErrorKind::Cancelled);
+                        return Err(Failure::other(ApiError::unavailable(format!(
+                            "the database did not answer within {waited}s while {ACTION}; the statement was \
+                             cancelled, so nothing was recorded: it is safe to retry"
+                        ))));
+                    }
+                    Ok(result) => result,
+                    Err(_) => {
+                        metrics::database_error(DbErrorKind::OutcomeUnknown);
+                        self.await_late(write);
+                        return Err(Failure::other(ApiError::unavailable(format!(
+                            "the database did not answer within {waited}s while {ACTION}, nor to a cancel request; \
+                             the payment may or may not be recorded: check before retrying"
+                        ))));
+                    }
+                }
+            }
+        };
+        result.map_err(|e| Failure {
+            refused: !e.maybe_committed
+                && e.error.as_ref().and_then(tokio_postgres::Error::code).is_some_and(|c| c.code().starts_with("23")),
+            error: ApiError::from_write(ACTION, &e),
+        })
+    }
+
+    /// Keeps waiting for a batch whose clients were told the outcome is unknown, and writes its log lines if it
+    /// commits.
+    fn await_late(
+        &self,
+        write: std::pin::Pin<Box<impl Future<Output = Result<Vec<Transaction>, WriteError>> + Send + 'static>>,
+    ) {
+        let txlog = self.txlog.clone();
+        tokio::spawn(async move {
+            match tokio::time::timeout(LATE_WRITE_WAIT, write).await {
+                Ok(Ok(created)) => {
+                    let ids: Vec<String> = created.iter().map(|t| t.id.to_string()).collect();
+                    log::warn!(
+                        "transactions {} committed after their clients were told the outcome was unknown",
+                        ids.join(", ")
+                    );
+                    if let Some(txlog) = txlog {
+                        for t in &created {
+                            txlog.append(t).await;
+                        }
+                    }
+                }
+                Ok(Err(e)) => log::info!(
+                    "a write whose clients were told the outcome was unknown did not commit: {}",
+                    e.error.as_ref().map_or_else(|| "no row".to_string(), db::describe)
+                ),
+                Err(_) => log::warn!(
+                    "a write whose clients were told the outcome was unknown got no answer in {}s; its outcome stays \
+                     unknown (GET /getall shows whether it was recorded)",
+                    LATE_WRITE_WAIT.as_secs()
+                ),
+            }
+        });
+    }
+}
+
+/// Adds `pending` to the batch unless its request stopped waiting.
+fn take(batch: &mut Vec<Pending>, pending: Pending) {
+    if pending.state.compare_exchange(QUEUED, TAKEN, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+        batch.push(pending);
+    }
+}
+
+/// PostgreSQL's answer to a cancelled statement: SQLSTATE 57014, an ERROR, so the statement did not commit.
+fn is_cancelled(err: &WriteError) -> bool {
+    !err.maybe_committed
+        && err.error.as_ref().and_then(tokio_postgres::Error::code)
+            == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED)
+}
+
+fn no_row() -> ApiError {
+    ApiError::internal("the database returned no row for the inserted transaction")
+}
+
+/// Why a batch failed, and whether the database's constraints refused one of its rows (SQLSTATE class 23).
+struct Failure {
+    error: ApiError,
+    refused: bool,
+}
+
+impl Failure {
+    fn other(error: ApiError) -> Self {
+        Failure { error, refused: false }
+    }
+}
