@@ -1,28 +1,19 @@
-//! Connections, the pool, start-up waiting and migrations.
+//! Connections, the pool and start-up waiting.
 
 use std::time::{Duration, Instant};
 
-use diesel::connection::SimpleConnection;
 use diesel::result::{ConnectionError, DatabaseErrorKind, Error as DieselError};
 use diesel_async::AsyncPgConnection;
-use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_async::pooled_connection::bb8::{Pool, PooledConnection, RunError};
 use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, PoolError, PoolableConnection, RecyclingMethod,
 };
-use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use futures_util::FutureExt;
 
 use crate::config::{Config, describe_database};
 use crate::error::ApiError;
 use crate::metrics::{self, DbErrorKind};
 use crate::tls::{ConnectFailure, Tls};
-
-pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
-
-/// Session-level advisory lock held while migrating: replicas starting together on an empty database take turns
-/// instead of racing to create the same table. The value spells "billing" in ASCII.
-const MIGRATION_LOCK_KEY: i64 = 0x0062_696c_6c69_6e67;
 
 pub type DbPool = Pool<AsyncPgConnection>;
 pub type DbConn = PooledConnection<'static, AsyncPgConnection>;
@@ -76,27 +67,6 @@ pub async fn wait_for_database(config: &Config) -> Result<AsyncPgConnection, Str
         }
     }
     unreachable!("the attempt counter is unbounded")
-}
-
-/// Applies pending embedded migrations under [`MIGRATION_LOCK_KEY`]. Diesel's migration harness is synchronous, so
-/// it runs on a blocking thread through [`AsyncConnectionWrapper`]. Returns the versions it applied.
-pub async fn run_migrations(conn: AsyncPgConnection) -> Result<Vec<String>, String> {
-    tokio::task::spawn_blocking(move || {
-        let mut conn: AsyncConnectionWrapper<AsyncPgConnection> = AsyncConnectionWrapper::from(conn);
-        conn.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))
-            .map_err(|e| format!("could not take the migration lock: {e}"))?;
-        let applied = conn
-            .run_pending_migrations(MIGRATIONS)
-            .map(|versions| versions.iter().map(ToString::to_string).collect::<Vec<_>>())
-            .map_err(|e| format!("migration failed: {e}"));
-        // Closing the connection releases the lock too; unlocking explicitly just makes it prompt.
-        let unlocked = conn.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"));
-        let applied = applied?;
-        unlocked.map_err(|e| format!("could not release the migration lock: {e}"))?;
-        Ok(applied)
-    })
-    .await
-    .map_err(|e| format!("the migration task failed: {e}"))?
 }
 
 pub async fn build_pool(config: &Config) -> Result<DbPool, String> {

@@ -9,6 +9,7 @@ pub mod handlers;
 pub mod healthcheck;
 pub mod logging;
 pub mod metrics;
+pub mod migrate;
 pub mod models;
 pub mod pipeline;
 pub mod request_id;
@@ -108,7 +109,7 @@ pub async fn run(config: Config) -> Result<(), String> {
 
 async fn start(config: &Config, app: &App) -> Result<(), String> {
     let conn = db::wait_for_database(config).await?;
-    let applied = db::run_migrations(conn).await?;
+    let applied = migrate::run_migrations(conn).await?;
     if applied.is_empty() {
         log::info!("schema is up to date");
     } else {
