@@ -1,5 +1,6 @@
 //! billing: a payment-history REST service on PostgreSQL.
 
+pub mod adopt;
 pub mod app;
 pub mod config;
 pub mod db;
@@ -7,6 +8,7 @@ pub mod error;
 pub mod getall;
 pub mod handlers;
 pub mod healthcheck;
+pub mod ledger_report;
 pub mod logging;
 pub mod metrics;
 pub mod migrate;
