@@ -97,6 +97,7 @@ async fn every_flask_row_is_kept_and_served_and_new_ids_follow_them() -> TestRes
         ("transactions_client_id_not_null", "id 4;"),
         ("transactions_client_id_no_control_chars", "id 5;"),
         ("transactions_amount_not_null", "id 6;"),
+        ("transactions_client_id_no_line_or_bidi_controls", "id 7;"),
         ("transactions_client_id_not_empty", "id 8;"),
     ] {
         let line = report_line(&log, name).ok_or_else(|| format!("{name} not reported:\n{log}"))?;
@@ -202,7 +203,7 @@ async fn three_replicas_starting_at_once_adopt_the_table_once() -> TestResult {
     }
     let adopted = replicas.iter().filter(|r| r.log().contains("adopted the course's Flask table")).count();
     assert_eq!(adopted, 1, "{}", replicas.iter().map(ServiceProcess::log).collect::<Vec<_>>().join("\n---\n"));
-    assert_eq!(shared().psql(&db, "SELECT count(*) FROM __diesel_schema_migrations")?, "1");
+    assert_eq!(shared().psql(&db, "SELECT count(*) FROM __diesel_schema_migrations")?, "2");
     let http = client()?;
     for replica in &replicas {
         let all: Vec<Value> = http.get(replica.url("/getall")).send().await?.json().await?;
