@@ -172,14 +172,18 @@ fn adopt(conn: &mut Conn) -> Result<(), AdoptError> {
     let created_at = match (column("created_at").is_none(), filled) {
         (true, _) => format!("; created_at of those rows is the adoption time, {}", rows.now),
         (false, 0) => String::new(),
-        (false, n) => format!("; {n} rows without created_at got the adoption time, {}", rows.now),
+        (false, n) => format!("; {} without created_at got the adoption time, {}", plural(n as i64, "row"), rows.now),
     };
     log::info!(
-        "adopted the course's Flask table \"transactions\": {} rows kept{ids}, id and amount are bigint now{created_at}; \
+        "adopted the course's Flask table \"transactions\": {} kept{ids}, id and amount are bigint now{created_at}; \
          migration {first} recorded as applied",
-        rows.count
+        plural(rows.count, "row")
     );
     Ok(())
+}
+
+fn plural(n: i64, noun: &str) -> String {
+    if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }
 }
 
 fn varchar_up_to_100(type_name: &str) -> bool {

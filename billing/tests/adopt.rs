@@ -192,6 +192,40 @@ async fn extra_columns_are_kept_and_a_required_one_is_reported() -> TestResult {
     Ok(())
 }
 
+/// A Flask model that had `created_at = Column(DateTime, default=datetime.utcnow)`: its times are read as UTC and
+/// kept; only a row without one gets the adoption time.
+#[tokio::test]
+async fn a_flask_created_at_column_is_kept_as_utc() -> TestResult {
+    let (db, url) = flask_database(&[
+        "ALTER TABLE transactions ADD COLUMN created_at TIMESTAMP",
+        "INSERT INTO transactions (client_id, amount, created_at) VALUES ('1', 10, '2025-03-01 12:34:56.789'), \
+         ('2', 20, NULL)",
+    ])?;
+    let service = start(&url)?;
+    assert!(service.log().contains("1 row without created_at got the adoption time"), "{}", service.log());
+    let all: Vec<Value> = client()?.get(service.url("/getall")).send().await?.json().await?;
+    assert_eq!(all[0]["created_at"], "2025-03-01T12:34:56.789000Z");
+    assert!(all[1]["created_at"].as_str().is_some_and(|t| t > "2026"), "{}", all[1]);
+    assert_eq!(shared().psql(&db, "SELECT count(*) FROM transactions WHERE created_at IS NULL")?, "0");
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_empty_flask_table_is_adopted_and_numbering_starts_at_one() -> TestResult {
+    let (_db, url) = flask_database(&[])?;
+    let service = start(&url)?;
+    assert!(service.log().contains("\"transactions\": 0 rows kept,"), "{}", service.log());
+    let added: Value = client()?
+        .post(service.url("/add?client_id=1&amount=1"))
+        .header("Accept", "application/json")
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(added["id"], 1);
+    Ok(())
+}
+
 #[tokio::test]
 async fn three_replicas_starting_at_once_adopt_the_table_once() -> TestResult {
     let (db, url) = flask_database(&[FLASK_ROWS])?;
