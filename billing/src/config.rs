@@ -119,8 +119,20 @@ impl Config {
         };
 
         let host_name = match get("BILLING_HOSTNAME") {
-            Some(name) => name,
-            None => gethostname::gethostname().to_string_lossy().into_owned(),
+            Some(name) => {
+                crate::validation::validate_host_name(&name)
+                    .map_err(|e| ConfigError(format!("BILLING_HOSTNAME {e} (it is written into LOG_FILE lines)")))?;
+                name
+            }
+            None => {
+                let name = gethostname::gethostname().to_string_lossy().into_owned();
+                crate::validation::validate_host_name(&name).map_err(|e| {
+                    ConfigError(format!(
+                        "the host name {name:?} {e} (it is written into LOG_FILE lines); set BILLING_HOSTNAME"
+                    ))
+                })?;
+                name
+            }
         };
 
         let pool_size = u32::try_from(parse_number(&get, "DATABASE_POOL_SIZE", 20, 1, 1000)?)
@@ -353,6 +365,8 @@ mod tests {
     fn host_name_override() -> Result<(), ConfigError> {
         let c = config(&[("DATABASE_URL", "postgres://u@h/d"), ("BILLING_HOSTNAME", "billing-stateful-1")])?;
         assert_eq!(c.host_name, "billing-stateful-1");
+        let message = error(&[("DATABASE_URL", "postgres://u@h/d"), ("BILLING_HOSTNAME", "a, client b")]);
+        assert!(message.starts_with("BILLING_HOSTNAME must not contain a comma"), "{message}");
         Ok(())
     }
 }

@@ -1,4 +1,4 @@
-//! Connections, the pool, start-up waiting and migrations.
+//! Connections, the pool and start-up waiting (the migrations are migrate.rs's).
 //!
 //! Queries run on tokio-postgres clients ([`PgConn`]); diesel is used for the embedded migrations only, because
 //! diesel-async turns every PostgreSQL error outside eight constraint kinds into a message without its SQLSTATE,
@@ -8,10 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use diesel::connection::SimpleConnection;
 use diesel_async::AsyncPgConnection;
-use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
-use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use tokio::sync::OnceCell;
 use tokio_postgres::{Client, Statement};
 
@@ -21,12 +18,6 @@ use crate::ledger::Query;
 use crate::metrics::{self, DbErrorKind};
 use crate::throttle::Throttled;
 use crate::tls::{ConnectFailure, Tls};
-
-pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
-
-/// Session-level advisory lock held while migrating: replicas starting together on an empty database take turns
-/// instead of racing to create the same table. The value spells "billing" in ASCII.
-const MIGRATION_LOCK_KEY: i64 = 0x0062_696c_6c69_6e67;
 
 /// Pause between connection attempts while PostgreSQL refuses them. Short, so that requests waiting through an
 /// outage get a connection within this long of PostgreSQL accepting again; bb8's own retry doubles its pause up to
@@ -260,27 +251,6 @@ async fn connect_for_migrations(
     AsyncPgConnection::try_from_client_and_connection(client, connection)
         .await
         .map_err(|e| ConnectFailure { message: e.to_string(), permanent: false })
-}
-
-/// Applies pending embedded migrations under [`MIGRATION_LOCK_KEY`]. Diesel's migration harness is synchronous, so
-/// it runs on a blocking thread through [`AsyncConnectionWrapper`]. Returns the versions it applied.
-pub async fn run_migrations(conn: AsyncPgConnection) -> Result<Vec<String>, String> {
-    tokio::task::spawn_blocking(move || {
-        let mut conn: AsyncConnectionWrapper<AsyncPgConnection> = AsyncConnectionWrapper::from(conn);
-        conn.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))
-            .map_err(|e| format!("could not take the migration lock: {e}"))?;
-        let applied = conn
-            .run_pending_migrations(MIGRATIONS)
-            .map(|versions| versions.iter().map(ToString::to_string).collect::<Vec<_>>())
-            .map_err(|e| format!("migration failed: {e}"));
-        // Closing the connection releases the lock too; unlocking explicitly just makes it prompt.
-        let unlocked = conn.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"));
-        let applied = applied?;
-        unlocked.map_err(|e| format!("could not release the migration lock: {e}"))?;
-        Ok(applied)
-    })
-    .await
-    .map_err(|e| format!("the migration task failed: {e}"))?
 }
 
 pub async fn build_pool(config: &Config, session: Session) -> Result<DbPool, String> {

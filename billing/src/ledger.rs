@@ -122,6 +122,9 @@ fn in_given_order(rows: &[NewTransaction], created: &[Row]) -> Option<Vec<Transa
     let mut stored = created.iter().map(Transaction::from_row).collect::<Result<Vec<_>, _>>().ok()?;
     stored.sort_by_key(|t| t.id);
     let matches = stored.len() == rows.len()
-        && stored.iter().zip(rows).all(|(t, r)| t.client_id == r.client_id && t.amount == r.amount);
+        && stored
+            .iter()
+            .zip(rows)
+            .all(|(t, r)| t.client_id.as_deref() == Some(r.client_id.as_str()) && t.amount == Some(r.amount));
     matches.then_some(stored)
 }

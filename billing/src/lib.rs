@@ -1,5 +1,6 @@
 //! billing: a payment-history REST service on PostgreSQL.
 
+pub mod adopt;
 pub mod app;
 pub mod config;
 pub mod db;
@@ -8,8 +9,10 @@ pub mod getall;
 pub mod handlers;
 pub mod healthcheck;
 pub mod ledger;
+pub mod ledger_report;
 pub mod logging;
 pub mod metrics;
+pub mod migrate;
 pub mod models;
 pub mod pipeline;
 pub mod request_id;
@@ -116,7 +119,7 @@ pub async fn run(config: Config) -> Result<(), String> {
 
 async fn start(config: &Config, app: &App) -> Result<(), String> {
     let conn = db::wait_for_database(config).await?;
-    let applied = db::run_migrations(conn).await?;
+    let applied = migrate::run_migrations(conn).await?;
     if applied.is_empty() {
         log::info!("schema is up to date");
     } else {

@@ -6,9 +6,11 @@ use serde::{Serialize, Serializer};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Transaction {
     pub id: i64,
-    /// A string, as in the original app: client ids such as "007" or "acme-1" keep their exact spelling.
-    pub client_id: String,
-    pub amount: i64,
+    /// A string, as in the original app: client ids such as "007" or "acme-1" keep their exact spelling. `None`
+    /// (JSON `null`) only for a row adopted from the course's Flask table, whose columns allowed NULL (adopt.rs).
+    pub client_id: Option<String>,
+    /// `None` only for an adopted Flask row, as above.
+    pub amount: Option<i64>,
     #[serde(serialize_with = "rfc3339_utc")]
     pub created_at: DateTime<Utc>,
 }
@@ -106,7 +108,7 @@ mod tests {
             .with_ymd_and_hms(2026, 11, 27, 7, 48, 30)
             .single()
             .ok_or_else(|| serde::ser::Error::custom("bad date"))?;
-        let t = Transaction { id: 1, client_id: "1".into(), amount: 1000, created_at };
+        let t = Transaction { id: 1, client_id: Some("1".into()), amount: Some(1000), created_at };
         assert_eq!(
             serde_json::to_string(&t)?,
             r#"{"id":1,"client_id":"1","amount":1000,"created_at":"2026-11-27T07:48:30.000000Z"}"#
@@ -150,12 +152,13 @@ mod tests {
         let created_at = Utc.with_ymd_and_hms(2026, 11, 27, 7, 48, 30).single().ok_or("bad date")?
             + chrono::Duration::microseconds(654_321);
         for (id, client_id, amount) in [
-            (1, "1", 1000),
-            (i64::MAX, "acme \"quoted\" \\ back/slash", i64::MAX),
-            (42, "юникод ✓ \u{7f}\u{a0}", 1),
-            (7, "tab\there\nnewline\u{1}", 99),
+            (1, Some("1"), Some(1000)),
+            (i64::MAX, Some("acme \"quoted\" \\ back/slash"), Some(i64::MAX)),
+            (42, Some("юникод ✓ \u{7f}\u{a0}"), Some(1)),
+            (7, Some("tab\there\nnewline\u{1}"), Some(99)),
+            (8, None, None),
         ] {
-            let t = Transaction { id, client_id: client_id.into(), amount, created_at };
+            let t = Transaction { id, client_id: client_id.map(Into::into), amount, created_at };
             let mut fast = Vec::new();
             t.write_json(&mut fast)?;
             assert_eq!(String::from_utf8(fast)?, serde_json::to_string(&t)?);

@@ -89,12 +89,14 @@ impl Drop for Writer {
 }
 
 pub fn format_line(host_name: &str, t: &Transaction) -> String {
+    // A row just inserted always has both: they are NOT NULL, or on an adopted Flask table checked by a CHECK that
+    // new writes pass (adopt.rs). Only old adopted rows can lack them, and those are never logged.
     format!(
         "{}: host {}, client {}, amount {}\n",
         t.created_at.format("%Y-%m-%d %H:%M:%S"),
         host_name,
-        t.client_id,
-        t.amount
+        t.client_id.as_deref().unwrap_or_default(),
+        t.amount.unwrap_or_default()
     )
 }
 
@@ -253,7 +255,7 @@ mod tests {
     #[test]
     fn line_format_is_the_courses() -> Result<(), String> {
         let created_at = chrono::Utc.with_ymd_and_hms(2026, 11, 27, 7, 5, 9).single().ok_or("bad date")?;
-        let t = Transaction { id: 3, client_id: "42".into(), amount: 1000, created_at };
+        let t = Transaction { id: 3, client_id: Some("42".into()), amount: Some(1000), created_at };
         assert_eq!(
             format_line("billing-stateful-0", &t),
             "2026-11-27 07:05:09: host billing-stateful-0, client 42, amount 1000\n"

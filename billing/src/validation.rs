@@ -202,6 +202,23 @@ pub fn validate_client_id(client_id: String) -> Result<String, ApiError> {
     Ok(client_id)
 }
 
+/// The host name of transaction-log lines (`BILLING_HOSTNAME` or the OS host name). The line
+/// `... host <h>, client <c>, amount <n>` reads back unambiguously only if the host holds no comma (the first
+/// ", client " must be the separator; client_id may hold commas, the amount never does) and nothing that breaks or
+/// reorders a line, as client_id may not. Returns why it is refused.
+pub fn validate_host_name(host_name: &str) -> Result<(), String> {
+    if host_name.is_empty() {
+        return Err("must not be empty".into());
+    }
+    match host_name.chars().find(|c| *c == ',' || c.is_control() || is_line_or_bidi_control(*c)) {
+        Some(c) => Err(format!(
+            "must not contain a comma, control, line-separator or bidirectional-control character, found U+{:04X}",
+            u32::from(c)
+        )),
+        None => Ok(()),
+    }
+}
+
 fn is_line_or_bidi_control(c: char) -> bool {
     matches!(c, '\u{2028}' | '\u{2029}' | '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
@@ -357,6 +374,16 @@ mod tests {
         for c in ["%E2%80%A8", "%E2%80%A9", "%E2%80%AE", "%E2%81%A6", "%E2%80%8F", "%D8%9C"] {
             let (field, message) = rejected(add(&format!("client_id=a{c}b&amount=5")));
             assert_eq!(field, Some("client_id"), "{c}: {message}");
+        }
+    }
+
+    #[test]
+    fn host_names_that_would_make_a_log_line_ambiguous_are_refused() {
+        for host in ["billing-stateful-0", "my laptop.local", "хост", "host client 1"] {
+            assert_eq!(validate_host_name(host), Ok(()), "{host}");
+        }
+        for host in ["", "a, client b", "a,b", "a\nb", "a\u{2028}b", "a\u{202E}b", "a\u{85}b"] {
+            assert!(validate_host_name(host).is_err(), "{host:?}");
         }
     }
 

@@ -31,9 +31,9 @@ async fn a_pager_following_after_id_sees_every_row_once_in_order() -> TestResult
     let client = client()?;
     let stop = Arc::new(AtomicBool::new(false));
     let mut writers = Vec::new();
-    for p in 0..PROCESSES {
+    for (p, service) in services.iter().enumerate() {
         for w in 0..WRITERS_EACH {
-            let (client, stop, base) = (client.clone(), Arc::clone(&stop), services[p].url(""));
+            let (client, stop, base) = (client.clone(), Arc::clone(&stop), service.url(""));
             writers.push(tokio::spawn(async move {
                 let mut acknowledged = Vec::new();
                 // Bounded: at most 2,000 payments per writer, and the test stops them after 4 s.

@@ -1,0 +1,1 @@
+ALTER TABLE transactions DROP CONSTRAINT transactions_client_id_no_line_or_bidi_controls;
