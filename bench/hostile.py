@@ -107,7 +107,8 @@ async def headers_scenario(port, pid, clients, size):
 
 
 async def listings_scenario(base, port, db, stalled):
-    db.fill(300_000)
+    db.sql("INSERT INTO transactions (client_id, amount) SELECT 'c' || g, g FROM generate_series(1, 300000) g",
+           "VACUUM ANALYZE transactions")
     writers = await hold(port, stalled, b"GET /getall HTTP/1.1\r\nHost: billing\r\n\r\n")
     await asyncio.sleep(1)
     loop = asyncio.get_running_loop()
@@ -132,14 +133,18 @@ def main():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     result = {"billing_bin": args.billing_bin, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    with tempfile.TemporaryDirectory(prefix="billing-hostile-") as workdir:
-        db, billing, base, port = fresh_billing(args, workdir)
-        result["idle"] = asyncio.run(idle_scenario(base, port, args.connections))
-        bench.log(f"idle: {result['idle']}")
-        result["headers"] = asyncio.run(headers_scenario(port, billing.pid, 1000, 400 * 1024))
-        bench.log(f"headers: {result['headers']}")
-        result["listings"] = asyncio.run(listings_scenario(base, port, db, 20))
-        bench.log(f"listings: {result['listings']}")
+    # Each scenario on a process of its own, so that one's memory is not the next one's baseline.
+    for name, scenario in [
+        ("headers", lambda db, billing, base, port: headers_scenario(port, billing.pid, 1000, 400 * 1024)),
+        ("idle", lambda db, billing, base, port: idle_scenario(base, port, args.connections)),
+        ("listings", lambda db, billing, base, port: listings_scenario(base, port, db, 20)),
+    ]:
+        with tempfile.TemporaryDirectory(prefix="billing-hostile-") as workdir:
+            db, billing, base, port = fresh_billing(args, workdir)
+            result[name] = asyncio.run(scenario(db, billing, base, port))
+            result[name]["rss_end_mib"] = round(rss_mib(billing.pid)["VmRSS"], 1)
+            bench.log(f"{name}: {result[name]}")
+            bench.CHILDREN.stop_all()
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return 0
