@@ -28,7 +28,7 @@ if ! command -v wrk >/dev/null; then
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >/dev/null
     command -v wrk >/dev/null || { echo "bench: wrk could not be installed; install the Debian package wrk" >&2; exit 1; }
 fi
-for tool in python3 cargo; do
+for tool in python3 cargo curl; do
     command -v "$tool" >/dev/null || { echo "bench: $tool is required" >&2; exit 1; }
 done
 echo "bench: building billing (release)" >&2
