@@ -7,7 +7,13 @@
 #
 # Options (environment variable in brackets):
 #   --namespace NS        namespace to use; created, and deleted at the end [E2E_NAMESPACE]
-#                         (default billing-e2e-<random>)
+#                         (default billing-e2e-<random>). An existing namespace (e.g. `default`,
+#                         which cluster/e2e-local.sh uses on the local cluster) is used as it is and
+#                         kept; the scenario then refuses to start if a release "billing" or the
+#                         claim billing-postgresql is already there, and removes what it made
+#                         (release, claims, their PVs, StorageClass, Prometheus, test pod) at the end.
+#                         In `default` steps 5 and 6 run the course's commands literally, without -n
+#                         (kubectl delete pod billing-stateful-2, kubectl exec billing-stateful-2 -- cat ...)
 #   --keep-namespace      keep the namespace, release and volumes for debugging [E2E_KEEP=1]
 #   --client-image IMG    image of the temporary client pods (needs sh and curl)
 #                         [E2E_CLIENT_IMAGE, default nicolaka/netshoot as in the course]
@@ -140,6 +146,27 @@ cleanup() {
   if [[ $KEEP == 1 ]]; then
     say "keeping namespace $NS (--keep-namespace); remove later with:"
     say "  $HELM -n $NS uninstall $RELEASE; $KUBECTL delete namespace $NS; $KUBECTL delete pv <pvs of $NS>"
+  elif [[ ${CREATED_NS:-0} == 0 && ${USED_NS:-0} == 1 ]]; then
+    say "cleaning up what the scenario made in the existing namespace $NS"
+    local pvs scs
+    pvs=$(our_pvs); scs=$(our_storageclasses)
+    timeout 120 "$HELM" --namespace "$NS" uninstall "$RELEASE" --wait --timeout 90s >/dev/null 2>&1
+    k delete pod "$RELEASE-test-api" --ignore-not-found --wait=true --timeout=60s >/dev/null 2>&1
+    k delete pods -l app.kubernetes.io/name=billing-e2e-client --ignore-not-found --wait=false >/dev/null 2>&1
+    if ((PROMETHEUS)); then
+      sed -e "s#@NAMESPACE@#$NS#g; s#@IMAGE@#$PROMETHEUS_IMAGE#g" "$PROMETHEUS_MANIFEST" |
+        timeout 90 "$KUBECTL" -n "$NS" delete --ignore-not-found --wait=true -f - >/dev/null 2>&1
+    fi
+    timeout 120 "$KUBECTL" -n "$NS" delete pvc -l "app.kubernetes.io/instance=$RELEASE" --wait=true --timeout=100s >/dev/null 2>&1 \
+      || say "  could not delete the claims of $RELEASE"
+    pvs=$(printf '%s\n%s\n' "$pvs" "$(our_pvs)" | sort -u | sed '/^$/d')
+    scs=$(printf '%s\n%s\n' "$scs" "$(our_storageclasses)" | sort -u | sed '/^$/d')
+    # shellcheck disable=SC2086
+    [[ -z $pvs ]] || timeout 90 "$KUBECTL" delete pv $pvs --wait=true --timeout=80s >/dev/null 2>&1 \
+      || say "  could not delete PVs: $pvs"
+    # shellcheck disable=SC2086
+    [[ -z $scs ]] || timeout 60 "$KUBECTL" delete storageclass $scs >/dev/null 2>&1
+    say "  removed release $RELEASE and its claims from $NS${pvs:+, PVs $(tr "\n" " " <<<"$pvs")}${scs:+, StorageClass $(tr "\n" " " <<<"$scs")}"
   elif [[ ${CREATED_NS:-0} == 1 ]]; then
     say "cleaning up namespace $NS"
     local pvs scs
@@ -246,8 +273,10 @@ getall_has() { # id amount client; retries while the service reconnects (bounded
 }
 log_of() { # pod: its /var/log/app.log
   local out claim err
-  # the course's command
-  if out=$(k exec "$1" -c billing -- cat /var/log/app.log 2>"$ARTIFACTS/exec-$1.stderr"); then
+  # the course's command (in `default` literally: kubectl exec billing-stateful-N -- cat /var/log/app.log)
+  local exec_cmd=(k exec "$1" -c billing --)
+  ((COURSE)) && exec_cmd=("$KUBECTL" exec "$1" --)
+  if out=$("${exec_cmd[@]}" cat /var/log/app.log 2>"$ARTIFACTS/exec-$1.stderr"); then
     printf '%s' "$out"
     return 0
   fi
@@ -374,9 +403,24 @@ server_version=$("$KUBECTL" version -o json --request-timeout=15s 2>/dev/null | 
 say "context $ctx, server $server_version, helm $("$HELM" version --short 2>/dev/null)"
 say "namespace $NS, client image $CLIENT_IMAGE, extra helm args: ${SETS[*]:-(none)}"
 [[ -d $CHART && -f $VALUES1 && -f $VALUES2 ]] || fail "chart or values files missing under $repo"
-"$KUBECTL" create namespace "$NS" >/dev/null
-CREATED_NS=1
-ok "namespace $NS created"
+if "$KUBECTL" get namespace "$NS" >/dev/null 2>&1; then
+  h status "$RELEASE" >/dev/null 2>&1 && fail "a release $RELEASE is already installed in namespace $NS (helm -n $NS uninstall $RELEASE first)"
+  k get pvc "$RELEASE-postgresql" >/dev/null 2>&1 && fail "claim $RELEASE-postgresql already exists in namespace $NS (its data would be reused): delete it first"
+  USED_NS=1
+  ok "namespace $NS exists: using it as it is (it is kept; what the scenario makes is removed at the end)"
+else
+  "$KUBECTL" create namespace "$NS" >/dev/null
+  CREATED_NS=1
+  ok "namespace $NS created"
+fi
+# In `default` the course's commands are run as written, without -n: the context's namespace must be default.
+COURSE=0
+if [[ $NS == default ]]; then
+  ctx_ns=$("$KUBECTL" config view --minify -o jsonpath='{..namespace}' 2>/dev/null || true)
+  [[ -z $ctx_ns || $ctx_ns == default ]] || fail "namespace default asked for, but the kube context's namespace is $ctx_ns: the course's commands (without -n) would go there"
+  COURSE=1
+  say "  namespace default: steps 5 and 6 run the course's commands literally (no -n)"
+fi
 HAVE_SM_CRD=0
 if "$KUBECTL" get crd "$SM_CRD" >/dev/null 2>&1; then
   HAVE_SM_CRD=1
@@ -509,7 +553,23 @@ fi
 # ------------------------------------------------------------------ 6
 step "6. kubectl delete pod $RELEASE-stateful-2; its log survives"
 uid2=$(k get pod "$RELEASE-stateful-2" -o jsonpath='{.metadata.uid}')
-k delete pod "$RELEASE-stateful-2" --wait=true --timeout="$T" >/dev/null || fail "delete $RELEASE-stateful-2"
+if ((COURSE)); then
+  # The course's commands as written, and the walkthrough's wait between them (docs/walkthrough.en.md):
+  # `kubectl delete pod` returns once the old pod is gone, before the StatefulSet has made the new one, so
+  # wait for the pod to exist, then to be Ready, then exec.
+  say "  \$ kubectl delete pod $RELEASE-stateful-2"
+  "$KUBECTL" delete pod "$RELEASE-stateful-2" >/dev/null || fail "kubectl delete pod $RELEASE-stateful-2"
+  say "  \$ kubectl wait --for=create pod/$RELEASE-stateful-2 --timeout=60s"
+  "$KUBECTL" wait --for=create "pod/$RELEASE-stateful-2" --timeout=60s >/dev/null || fail "kubectl wait --for=create pod/$RELEASE-stateful-2"
+  say "  \$ kubectl wait --for=condition=Ready pod/$RELEASE-stateful-2 --timeout=120s"
+  "$KUBECTL" wait --for=condition=Ready "pod/$RELEASE-stateful-2" --timeout=120s >/dev/null || fail "kubectl wait --for=condition=Ready pod/$RELEASE-stateful-2"
+  say "  \$ kubectl exec $RELEASE-stateful-2 -- cat /var/log/app.log"
+  log=$("$KUBECTL" exec "$RELEASE-stateful-2" -- cat /var/log/app.log) || fail "kubectl exec $RELEASE-stateful-2 -- cat /var/log/app.log, right after the waits"
+  [[ $log == *"${LINE[2]}"* ]] || fail "the line written before the deletion is not in the new pod's log: $log"
+  ok "the course's delete, the two waits and the exec: the re-created pod's log holds its line"
+else
+  k delete pod "$RELEASE-stateful-2" --wait=true --timeout="$T" >/dev/null || fail "delete $RELEASE-stateful-2"
+fi
 new2=""
 for ((i = 0; i < TIMEOUT; i++)); do
   new2=$(k get pod "$RELEASE-stateful-2" -o jsonpath='{.metadata.uid}' 2>/dev/null || true)
