@@ -29,6 +29,8 @@ RESOURCES = {
     "/apis/apps/v1": [_resource("deployments", "Deployment"), _resource("statefulsets", "StatefulSet")],
     "/apis/storage.k8s.io/v1": [_resource("storageclasses", "StorageClass", namespaced=False)],
     "/apis/networking.k8s.io/v1": [_resource("networkpolicies", "NetworkPolicy")],
+    "/apis/policy/v1": [_resource("poddisruptionbudgets", "PodDisruptionBudget")],
+    "/apis/autoscaling/v2": [_resource("horizontalpodautoscalers", "HorizontalPodAutoscaler")],
 }
 VERSION = {"major": "1", "minor": "33", "gitVersion": "v1.33.0", "platform": "linux/amd64"}
 

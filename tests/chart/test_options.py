@@ -196,13 +196,14 @@ def test_connection_budget_of_the_bundled_postgresql(helm):
     """Every pod may open databasePoolSize + databaseReadConnections connections; more than 90 in all would
     exceed the bundled PostgreSQL's max_connections under load, so the chart refuses it at install time."""
     err = render_error(helm, "--set", "workload.kind=StatefulSet", "--set", "workload.replicas=5")
-    assert "5 replicas x (config.databasePoolSize 20 + config.databaseReadConnections 1) = 105 connections" in err
-    assert "Lower config.databasePoolSize or workload.replicas" in err
-    err = render_error(helm, "--set", "workload.replicas=2", "--set", "config.databasePoolSize=44",
+    assert "5 pods at once (workload.replicas 5 + 0 surge pods of a rolling update) x (config.databasePoolSize 20 + config.databaseReadConnections 1) = 105 connections" in err
+    assert "Lower config.databasePoolSize, workload.replicas or autoscaling.maxReplicas" in err
+    # Deployment mode: 2 replicas + 1 surge pod
+    err = render_error(helm, "--set", "workload.replicas=2", "--set", "config.databasePoolSize=29",
                        "--set", "config.databaseReadConnections=2")
-    assert "= 92 connections" in err
+    assert "= 93 connections" in err
     # 90 exactly is allowed, and each pod is told its own share.
-    r = render(helm, sets={"workload.replicas": "3", "config.databasePoolSize": "28", "config.databaseReadConnections": "2"})
+    r = render(helm, sets={"workload.replicas": "2", "config.databasePoolSize": "28", "config.databaseReadConnections": "2"})
     env = app_env(r)
     assert (env["DATABASE_POOL_SIZE"]["value"], env["DATABASE_READ_CONNECTIONS"]["value"]) == ("28", "2")
     # An external database has its own limit, which the chart cannot know.
