@@ -366,9 +366,23 @@ wait_promql_lines() {
   say "  PromQL $1 = $(tr '\n' ';' <<<"$got") after 90 s, expected $(tr '\n' ';' <<<"$2")"
   return 1
 }
-# helm_test_payments: the payments the last `helm test` made (its pod's "POST /add -> 201" lines)
+# helm_test_payments: the payments the last `helm test` made (its pod's "POST /add -> 201" lines; the chart's
+# test makes none since issue 10, and the scenario checks that the ledger did not grow)
 helm_test_payments() {
-  k logs "$RELEASE-test-api" 2>/dev/null | grep -c '^POST /add -> 201 ' || true
+  k logs "$RELEASE-test-api" -c api 2>/dev/null | grep -c '^POST /add -> 201 ' || true
+}
+# ledger_rows: how many transactions /getall returns
+ledger_rows() {
+  local body
+  body=$(in_cluster "curl -fsS --max-time 20 http://$RELEASE:8080/getall") || return 1
+  python3 -c 'import json, sys; print(len(json.load(sys.stdin)))' <<<"$body"
+}
+# pg_log_time LINE: the timestamp PostgreSQL put at the start of a log line (log_line_prefix %m), as epoch seconds
+pg_log_time() {
+  python3 -c '
+import datetime, sys
+stamp = " ".join(sys.argv[1].split()[:2])
+print(datetime.datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=datetime.timezone.utc).timestamp())' "$1"
 }
 # servicemonitor_dry_run VALUES MODE: the chart's ServiceMonitor for these values, through the
 # API server's validation of the real CRD (--dry-run=server, strict field validation), and a
@@ -486,10 +500,72 @@ say "  billing pods after:  $(echo "$after" | tr '\n' ';')"
 [[ $before == "$after" ]] || fail "billing pods were replaced or restarted"
 ok "transaction id=$TX still in /getall; billing pods unchanged (same pods, same restart counts)"
 
-step "7a. helm test $RELEASE (task 1 mode)"
+# ------------------------------------------------------------------ 3b
+step "3b. one postmaster per data directory: delete the PostgreSQL pod under write load, with a slow shutdown"
+# A slow shutdown: the old server keeps running 10 s after its pod's deletion starts (a preStop pause added
+# here, as a long shutdown checkpoint would), while the Deployment's replacement pod starts at once on the same
+# volume. The chart's volume lock must keep the new server from starting until the old one has exited.
+k patch deployment "$RELEASE-postgresql" --type=json \
+  -p '[{"op":"add","path":"/spec/template/spec/containers/0/lifecycle","value":{"preStop":{"exec":{"command":["sleep","10"]}}}}]' >/dev/null \
+  || fail "patch the PostgreSQL Deployment with a slow shutdown"
+k rollout status deployment/"$RELEASE-postgresql" --timeout="$T" >/dev/null || fail "PostgreSQL not rolled out with the slow shutdown"
+pg_uid=$(k get pods -l app=postgres -o go-template='{{range .items}}{{if not .metadata.deletionTimestamp}}{{.metadata.uid}}{{end}}{{end}}')
+pg_old=$(k get pods -l app=postgres -o go-template='{{range .items}}{{if not .metadata.deletionTimestamp}}{{.metadata.name}}{{end}}{{end}}')
+k wait --for=condition=Ready "pod/$pg_old" --timeout="$T" >/dev/null || fail "postgres pod $pg_old not Ready"
+getall_has "$TX" 1000 1 || fail "billing does not reach the slow-shutdown PostgreSQL"
+k logs -f "$pg_old" >"$ARTIFACTS/pg-old.log" 2>&1 &
+follow_pid=$!
+# The load: sequential POST /add for 45 s from a temporary pod, one "<status> <answer>" line each.
+in_cluster "end=\$((\$(date +%s) + 45)); while [ \$(date +%s) -lt \$end ]; do echo \"\$(curl -sS --max-time 5 -o /dev/stdout -w ' %{http_code}' -X POST 'http://$RELEASE:8080/add?client_id=load&amount=5' 2>&1 | tr -d '\n')\"; sleep 0.05; done" >"$ARTIFACTS/load.txt" &
+load_pid=$!
+sleep 8
+t_delete=$(date +%s)
+say "  \$ kubectl delete pod -l app=postgres   (under load, old server $pg_old)"
+k delete pod -l app=postgres --wait=false >/dev/null || fail "delete the postgres pod"
+pg_new=$(wait_new_pod app=postgres "$pg_uid") || fail "no new postgres pod Ready within $T"
+t_ready=$(date +%s)
+wait "$load_pid" || fail "the load pod failed"
+wait "$follow_pid" || true
+k logs "$pg_new" >"$ARTIFACTS/pg-new.log" 2>&1 || fail "logs of $pg_new"
+say "  old server's last lines: $(tail -n 3 "$ARTIFACTS/pg-old.log" | tr '\n' '|')"
+say "  new pod's first lines:   $(head -n 4 "$ARTIFACTS/pg-new.log" | tr '\n' '|')"
+grep -q 'volume-lock: waiting for .*another PostgreSQL server still runs on this volume' "$ARTIFACTS/pg-new.log" \
+  || fail "the new pod $pg_new did not wait for the volume lock (the old server was still running)"
+waited=$(sed -n 's/.*volume-lock: acquired .* after waiting \([0-9]*\)s$/\1/p' "$ARTIFACTS/pg-new.log")
+[[ -n $waited ]] || fail "the new pod $pg_new never says it acquired the volume lock"
+old_down=$(grep 'database system is shut down' "$ARTIFACTS/pg-old.log" | tail -n 1)
+[[ -n $old_down ]] || fail "the old server's log has no 'database system is shut down' (it did not exit cleanly)"
+new_start=$(grep -m1 -E 'starting PostgreSQL|database system was shut down at' "$ARTIFACTS/pg-new.log")
+[[ -n $new_start ]] || fail "the new server's log has no start line"
+t_old_down=$(pg_log_time "$old_down") t_new_start=$(pg_log_time "$new_start")
+python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) > float(sys.argv[2]) else 1)' "$t_new_start" "$t_old_down" \
+  || fail "the new server started (${new_start%% [*}) before the old one had shut down (${old_down%% [*})"
+say "  old server shut down at ${old_down%% [*}; new server started at ${new_start%% [*} after waiting ${waited}s for the lock"
+acked=$(grep -c 'Transaction added. transaction id=[0-9]* 201$' "$ARTIFACTS/load.txt" || true)
+refused=$(grep -vc ' 201$' "$ARTIFACTS/load.txt" || true)
+((acked > 0)) || fail "no payment was acknowledged under load"
+body=$(curl_in_cluster GET "http://$RELEASE:8080/getall" 2>/dev/null) || fail "GET /getall after the deletion"
+missing=$(python3 -c '
+import json, re, sys
+have = {t["id"] for t in json.loads(sys.argv[1])}
+acked = [int(m) for m in re.findall(r"transaction id=(\d+) 201$", open(sys.argv[2]).read(), re.M)]
+print(" ".join(str(i) for i in acked if i not in have))' "$body" "$ARTIFACTS/load.txt")
+[[ -z $missing ]] || fail "acknowledged payments missing after the deletion: $missing"
+rows=$(python3 -c 'import json, sys; print(sum(1 for t in json.loads(sys.argv[1]) if t["client_id"] == "load"))' "$body")
+say "  load: $acked payments acknowledged (201), $refused requests not (while no server could take them); $rows load rows in the ledger afterwards"
+say "  deletion at +0 s, new pod Ready at +$((t_ready - t_delete)) s"
+PAID_T1=$((PAID_T1 + acked))
+ok "the new server started only after the old one exited (waited ${waited}s for the lock); all $acked acknowledged payments are there"
+printf 'pg-lock: acked=%s refused=%s rows=%s waited=%ss ready_after=%ss\n' "$acked" "$refused" "$rows" "$waited" "$((t_ready - t_delete))" >"$ARTIFACTS/pg-lock-figures.txt"
+
+step "7a. helm test $RELEASE (task 1 mode): passes and leaves no row"
+rows_before=$(ledger_rows) || fail "count the ledger's rows"
 h test "$RELEASE" --timeout "$T" >"$ARTIFACTS/helm-test-1.txt" 2>&1 || { cat "$ARTIFACTS/helm-test-1.txt"; fail "helm test (task 1)"; }
 say "  $(grep -E '^(TEST SUITE|Phase)' "$ARTIFACTS/helm-test-1.txt" | tr -s ' ' | tr '\n' ' ')"
-ok "helm test passed in task 1 mode"
+say "  ledger container: $(k logs "$RELEASE-test-api" -c ledger 2>&1 | tail -n 1)"
+rows_after=$(ledger_rows) || fail "count the ledger's rows"
+((rows_after == rows_before)) || fail "helm test changed the ledger: $rows_before rows before, $rows_after after"
+ok "helm test passed in task 1 mode; the ledger still has $rows_after rows"
 n=$(helm_test_payments)
 PAID_T1=$((PAID_T1 + n))
 say "  helm test made $n payment(s); task 1 made $PAID_T1 in all"
@@ -585,10 +661,19 @@ ok "the re-created pod's log still holds: ${LINE[2]}"
 # the new pod has a new IP: wait until its own name reaches it, as a client would
 wait_answers "http://$RELEASE-stateful-2.$RELEASE-stateful.$NS.svc.cluster.local:8080/ping" "re-created pod"
 
-step "7b. helm test $RELEASE (task 2 mode)"
+step "7b. helm test $RELEASE (task 2 mode): passes, leaves no row and no line in any pod's log"
+rows_before=$(ledger_rows) || fail "count the ledger's rows"
+declare -A LOG_BEFORE
+for n in 0 1 2; do LOG_BEFORE[$n]=$(log_of "$RELEASE-stateful-$n") || fail "log of $RELEASE-stateful-$n"; done
 h test "$RELEASE" --timeout "$T" >"$ARTIFACTS/helm-test-2.txt" 2>&1 || { cat "$ARTIFACTS/helm-test-2.txt"; fail "helm test (task 2)"; }
 say "  $(grep -E '^(TEST SUITE|Phase)' "$ARTIFACTS/helm-test-2.txt" | tr -s ' ' | tr '\n' ' ')"
-ok "helm test passed in task 2 mode"
+rows_after=$(ledger_rows) || fail "count the ledger's rows"
+((rows_after == rows_before)) || fail "helm test changed the ledger: $rows_before rows before, $rows_after after"
+for n in 0 1 2; do
+  after=$(log_of "$RELEASE-stateful-$n") || fail "log of $RELEASE-stateful-$n"
+  [[ $after == "${LOG_BEFORE[$n]}" ]] || fail "helm test added to $RELEASE-stateful-$n's log: $(printf '%s' "$after" | tr '\n' '|')"
+done
+ok "helm test passed in task 2 mode; the ledger still has $rows_after rows and each pod's log only its own line"
 n=$(helm_test_payments)
 PAID_T2=$((PAID_T2 + n))
 say "  helm test made $n payment(s); task 2 made $PAID_T2 in all"
