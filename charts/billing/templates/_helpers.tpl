@@ -198,6 +198,44 @@ cluster.
 {{- end -}}
 {{- end -}}
 
+{{/*
+The bootstrap superuser's password and Secret. billing never mounts this
+Secret: only the PostgreSQL pod (initdb) and the role-setup Job do.
+*/}}
+{{- define "billing.postgresql.superuserSecretName" -}}
+{{- .Values.postgresql.auth.superuser.existingSecret | default (printf "%s-superuser" (include "billing.postgresql.fullname" .)) -}}
+{{- end -}}
+
+{{- define "billing.postgresql.superuserSecretKey" -}}
+{{- ternary .Values.postgresql.auth.superuser.existingSecretPasswordKey "password" (ne .Values.postgresql.auth.superuser.existingSecret "") -}}
+{{- end -}}
+
+{{- define "billing.postgresql.superuserPassword" -}}
+{{- if .Values.postgresql.auth.superuser.password -}}
+{{- .Values.postgresql.auth.superuser.password -}}
+{{- else -}}
+{{- $secret := lookup "v1" "Secret" .Release.Namespace (printf "%s-superuser" (include "billing.postgresql.fullname" .)) -}}
+{{- if and $secret $secret.data (hasKey $secret.data "password") -}}
+{{- index $secret.data "password" | b64dec -}}
+{{- else -}}
+{{- randAlphaNum 32 -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Refuses role settings that cannot work. */}}
+{{- define "billing.postgresql.checkRoles" -}}
+{{- if eq .Values.postgresql.auth.username .Values.postgresql.auth.superuser.username -}}
+{{- fail (printf "\n\npostgresql.auth.username and postgresql.auth.superuser.username are both %q: billing's application role must not be the superuser.\nChoose another name for one of them.\n" .Values.postgresql.auth.username) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Labels of the chart's own pods that may reach PostgreSQL besides billing (role setup, helm test). */}}
+{{- define "billing.postgresql.clientLabels" -}}
+app.kubernetes.io/instance: {{ .Release.Name }}
+billing/postgresql-client: "true"
+{{- end -}}
+
 {{/* The log volume's mount point: the directory of logs.file. */}}
 {{- define "billing.logDir" -}}
 {{- dir .Values.logs.file -}}
