@@ -158,8 +158,10 @@ def test_helm_test_pod_in_deployment_mode(helm):
     script = container(pod["spec"], "api")["args"][0]
     assert "http://billing.default.svc.cluster.local:8080" in script
     assert "billing-stateful" not in script
-    for needle in ("/ping", "/add?client_id=", "/get/", "201"):
+    # proves the write path without committing (tests/chart/test_helm_test_script.py runs it)
+    for needle in ("/ping", "/readyz", "/add?client_id=helm-test&amount=0", "400"):
         assert needle in script
+    assert "ROLLBACK" in container(pod["spec"], "ledger")["args"][0]
     assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
     assert pod["spec"]["restartPolicy"] == "Never"
 

@@ -58,6 +58,14 @@ def test_role_setup_job_is_a_hook_of_every_install_and_upgrade(helm):
                                   "externalDatabase.existingSecret": "x"}).all("Job")
 
 
+def test_role_setup_job_waits_for_the_server_as_a_named_role(helm):
+    """The Job runs as uid 65532, which has no user name: pg_isready without -U cannot even try (exit 3), and
+    the wait would run to its end (3 minutes on every install and upgrade, as a first e2e run showed)."""
+    script = container(render(helm).get("Job", "billing-postgresql-roles")["spec"]["template"]["spec"], "roles")["args"][0]
+    assert 'pg_isready -q -U "$SUPER_USER" && break' in script
+    assert "pg_isready -q &&" not in script
+
+
 def test_network_policy_admits_billing_and_the_charts_own_clients(helm):
     r = render(helm, sets={"networkPolicy.enabled": "true"})
     (rule,) = r.get("NetworkPolicy", "billing-postgresql")["spec"]["ingress"]

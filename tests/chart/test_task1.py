@@ -152,11 +152,13 @@ def test_postgresql_deployment(helm):
     # PGDATA is a subdirectory of the mount, never the mount itself (lost+found).
     assert pgdata.startswith(data_mount.rstrip("/") + "/")
     assert pgdata != data_mount
-    assert env["POSTGRES_USER"]["value"] == "billing"
+    assert env["POSTGRES_USER"]["value"] == "postgres"  # initdb's superuser; billing is the application role
+    assert env["BILLING_APP_USER"]["value"] == "billing"
     assert env["POSTGRES_DB"]["value"] == "billing"
     assert "POSTGRES_PASSWORD" not in env
     secret_file = env["POSTGRES_PASSWORD_FILE"]["value"]
-    assert secret_file.startswith(mounts["password"]["mountPath"] + "/")
+    assert secret_file.startswith(mounts["superuser-password"]["mountPath"] + "/")
+    assert env["BILLING_APP_PASSWORD_FILE"]["value"].startswith(mounts["password"]["mountPath"] + "/")
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["data"]["persistentVolumeClaim"] == {"claimName": "billing-postgresql"}
     assert volumes["password"]["secret"]["secretName"] == "billing-postgresql"
