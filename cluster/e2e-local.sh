@@ -116,7 +116,7 @@ fi
 if ((rc == 0)) && [[ -z $user_artifacts ]]; then rm -rf "$E2E_ARTIFACTS"; fi
 # the provisioner's directories of the release's claims in `default` once the claims are gone (the scenario
 # deleted their Retained PVs; the data would otherwise be found again by the next run's claims of the same name)
-for d in "$HOSTPATH_DIR"/default/billing-postgresql "$HOSTPATH_DIR"/default/log-billing-stateful-*; do
+for d in "$HOSTPATH_DIR"/default/billing-postgresql "$HOSTPATH_DIR"/default/billing-old-postgresql "$HOSTPATH_DIR"/default/log-billing-stateful-*; do
   [[ -d $d ]] || continue
   "$KUBECTL" -n default get pvc "$(basename "$d")" >/dev/null 2>&1 || rm -rf --one-file-system "$d"
 done

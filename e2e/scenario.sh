@@ -29,11 +29,13 @@
 #   --no-prometheus       leave out the Prometheus steps [E2E_PROMETHEUS=0]
 #   --require-servicemonitor  fail (instead of saying it is not checked) when the cluster has no
 #                         ServiceMonitor CRD [E2E_REQUIRE_SERVICEMONITOR=1]
+#   [E2E_OLD_CHART_REV]   the commit whose chart step 9 installs (release billing-old) and upgrades to this
+#                         one: the last before the application role. Needs the git history (not a shallow clone).
 #
 # Prometheus: the scenario deploys e2e/prometheus.yaml (kubernetes_sd, role pod, finding the
 # billing pods by their prometheus.io/* annotations), checks that it scrapes them, and asserts
-# that PromQL counts exactly the payments the scenario made (its own POST /add and those of
-# `helm test`), per phase and in total. The chart's ServiceMonitor is sent to the API server
+# that PromQL counts exactly the payments the scenario made (its own POST /add and step 3b's
+# load; `helm test` makes none), per phase and in total. The chart's ServiceMonitor is sent to the API server
 # with `kubectl apply --dry-run=server` in both modes when the cluster has the Prometheus
 # Operator's CRD (cluster/e2e-local.sh installs it on the local cluster). Python 3 is used to
 # encode the queries and read Prometheus' JSON answers.
