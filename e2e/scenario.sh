@@ -164,8 +164,8 @@ cleanup() {
       sed -e "s#@NAMESPACE@#$NS#g; s#@IMAGE@#$PROMETHEUS_IMAGE#g" "$PROMETHEUS_MANIFEST" |
         timeout 90 "$KUBECTL" -n "$NS" delete --ignore-not-found --wait=true -f - >/dev/null 2>&1
     fi
-    timeout 120 "$KUBECTL" -n "$NS" delete pvc -l "app.kubernetes.io/instance=$RELEASE" --wait=true --timeout=100s >/dev/null 2>&1 \
-      || say "  could not delete the claims of $RELEASE"
+    timeout 120 "$KUBECTL" -n "$NS" delete pvc,secret -l "app.kubernetes.io/instance=$RELEASE" --wait=true --timeout=100s >/dev/null 2>&1 \
+      || say "  could not delete the claims and kept Secrets of $RELEASE"
     pvs=$(printf '%s\n%s\n' "$pvs" "$(our_pvs)" | sort -u | sed '/^$/d')
     scs=$(printf '%s\n%s\n' "$scs" "$(our_storageclasses)" | sort -u | sed '/^$/d')
     # shellcheck disable=SC2086
