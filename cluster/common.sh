@@ -88,3 +88,64 @@ stop_pid() {
   fi
   rm -f "$f"
 }
+
+# ---------------------------------------------------------------- host safety
+# Prefixes of the iptables chains this cluster's kube-proxy, kubelet and CNI
+# plugins create, and our own chain. down.sh removes only chains with these
+# names that did NOT exist before up.sh (its snapshot), and only the rules that
+# jump to them: a chain of the same family that was there before is someone
+# else's and stays.
+OUR_CHAIN_RE="^(KUBE-|CNI-|$FW_CHAIN\$)"
+IPT_TABLES=(filter nat mangle raw)
+
+# iptables_snapshot FILE: every rule and chain of every table (IPv4 and IPv6),
+# without counters, one "<family> <table> <rule>" line each.
+iptables_snapshot() {
+  local ipt t
+  for ipt in iptables ip6tables; do
+    command -v "$ipt" >/dev/null || continue
+    for t in "${IPT_TABLES[@]}"; do
+      "$ipt" -t "$t" -S 2>/dev/null | sed "s/^/$ipt $t /"
+    done
+  done >"$1"
+}
+
+# foreign_cluster_findings: one line per sign of another Kubernetes (or of
+# anything using our addresses) on this machine; nothing when it is clear.
+# Run while our cluster is NOT running: our own processes and chains would
+# count otherwise.
+foreign_cluster_findings() {
+  local p comm ours=" " f ipt t chain port
+  for f in "$PIDS"/*.pid; do [[ -s $f ]] && ours+="$(cat "$f") "; done
+  for p in /proc/[0-9]*; do
+    comm=$(cat "$p/comm" 2>/dev/null) || continue
+    case $comm in
+      kubelet | kube-apiserver | kube-proxy | kube-controller | kube-scheduler | k3s | k3s-server | k3s-agent | k0s | kubelite)
+        [[ $ours == *" ${p#/proc/} "* ]] || echo "process $comm (pid ${p#/proc/}) is running" ;;
+    esac
+  done
+  for ipt in iptables ip6tables; do
+    command -v "$ipt" >/dev/null || continue
+    for t in filter nat; do
+      for chain in $("$ipt" -t "$t" -S 2>/dev/null | awk '$1 == "-N" {print $2}' | grep -E '^KUBE-' | head -5); do
+        echo "$ipt chain $chain in table $t (kube-proxy's or kubelet's)"
+      done
+    done
+  done
+  for f in /sys/fs/cgroup/kubepods /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods.slice /sys/fs/cgroup/*/kubepods.slice; do
+    [[ -d $f ]] && echo "cgroup $f exists (a kubelet's pods)"
+  done
+  for f in /etc/kubernetes/manifests /etc/kubernetes/kubelet.conf /var/lib/kubelet/config.yaml /etc/rancher/k3s /var/lib/rancher/k3s /var/lib/k0s; do
+    [[ -e $f ]] && echo "path $f exists (kubeadm, k3s or k0s)"
+  done
+  for f in "$BRIDGE" cni0 flannel.1 cilium_host kube-ipvs0 vxlan.calico weave kube-bridge; do
+    ip link show "$f" >/dev/null 2>&1 && echo "network interface $f exists"
+  done
+  ip -o link show 2>/dev/null | awk -F': ' '$2 ~ /^cali/ {print "network interface " $2 " exists (Calico)"}' | head -3
+  ip -4 -o addr show 2>/dev/null | awk -v a="$NODE_IP/" 'index($4, a) == 1 {print "address " $4 " is already on " $2}'
+  ip -4 route show 2>/dev/null | awk '$1 ~ /^10\.(244|96)\./ {print "route " $0 " overlaps the pod or Service range (10.244.0.0/16, 10.96.0.0/16)"}'
+  for port in 6443 10250 10256 10257 10259 "$ETCD_PORT" "$ETCD_PEER_PORT"; do
+    ss -Hltn "sport = :$port" 2>/dev/null | grep -q . && echo "TCP port $port is already listened on"
+  done
+  return 0
+}

@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
 # Tear down the local cluster started by cluster/up.sh and leave the machine as
-# up.sh found it: every process stopped by its recorded PID (containers through
-# containerd), mounts under the cluster's directories unmounted, the CNI bridge,
-# the node address and the blackhole route removed, the iptables chains of
-# kube-proxy, kubelet, CNI and our own removed, sysctls put back, the kubepods
-# cgroups removed, state directories deleted. Build caches are kept.
+# up.sh found it, touching only what up.sh recorded in
+# /var/lib/billing-cluster/host-changes that it (or the cluster it started)
+# created: every process stopped by its recorded PID (containers through
+# containerd), mounts under the cluster's own directories unmounted, the CNI
+# bridge, the node address and the route removed, the KUBE-*/CNI-*/BILLING-CLUSTER
+# iptables chains that were not there before up.sh (and the rules jumping to
+# them) removed, conntrack entries of our pod range only, sysctls put back, the
+# kubepods cgroups up.sh recorded removed, state directories deleted. Build
+# caches are kept. Chains, cgroups, conntrack entries or mounts of another
+# cluster or program are never touched (up.sh refuses to start beside another
+# Kubernetes, see foreign_cluster_findings in common.sh).
 #
 #   cluster/down.sh              # full teardown
 #   KEEP_STATE=1 cluster/down.sh # stop and clean the host but keep /var/lib/billing-cluster (logs)
@@ -64,12 +70,16 @@ for ((round = 0; round < 3; round++)); do
   done
 done
 
-# 4. Network: CNI bridge and leftover veths, node address, blackhole route.
-for v in $(ip -o link show master "$BRIDGE" 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1); do
-  ip link del "$v" 2>/dev/null || true
-done
-ip link del "$BRIDGE" 2>/dev/null || true
-if [[ -f $STATE/host-changes ]]; then
+# 4. Network: CNI bridge and its veths, node address, route (each only if up.sh recorded it).
+changes=$STATE/host-changes
+recorded() { [[ -f $changes ]] && grep -qxF -- "$*" "$changes"; }
+if recorded link "$BRIDGE"; then
+  for v in $(ip -o link show master "$BRIDGE" 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1); do
+    ip link del "$v" 2>/dev/null || true
+  done
+  ip link del "$BRIDGE" 2>/dev/null || true
+fi
+if [[ -f $changes ]]; then
   while read -r kind a rest; do
     case $kind in
       lo-addr) ip addr del "$a" dev lo 2>/dev/null || true ;;
@@ -80,7 +90,9 @@ if [[ -f $STATE/host-changes ]]; then
           [[ $a == "$p" ]] && rm -rf --one-file-system "$a"
         done ;;
     esac
-  done <"$STATE/host-changes"
+  done <"$changes"
+else
+  log "no $changes: nothing recorded, so no network, iptables or cgroup change is undone"
 fi
 
 # kubelet's legacy log symlinks in a /var/log/containers that was already there
@@ -89,36 +101,55 @@ for l in /var/log/containers/*.log; do
   case $(readlink "$l") in "$STATE"/*) rm -f "$l" ;; esac
 done
 
-# 5. iptables: kube-proxy's own cleanup, then any KUBE-*/CNI-* chain and ours.
-if [[ -x $K8S_BIN/kube-proxy ]]; then "$K8S_BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true; fi
-clean_chains() { # iptables|ip6tables
-  local ipt=$1 t chain rule
-  for t in filter nat mangle raw; do
-    "$ipt" -t "$t" -S >/dev/null 2>&1 || continue
-    # rules in any chain that jump to one of ours
-    while read -r rule; do
-      # shellcheck disable=SC2086
-      "$ipt" -t "$t" ${rule/-A /-D } 2>/dev/null || true
-    done < <("$ipt" -t "$t" -S 2>/dev/null | grep -E -- "^-A .* -j (KUBE-|CNI-|$FW_CHAIN)" || true)
-    for chain in $("$ipt" -t "$t" -S 2>/dev/null | awk '$1 == "-N" {print $2}' | grep -E "^(KUBE-|CNI-|$FW_CHAIN$)"); do
-      "$ipt" -t "$t" -F "$chain" 2>/dev/null || true
-    done
-    for chain in $("$ipt" -t "$t" -S 2>/dev/null | awk '$1 == "-N" {print $2}' | grep -E "^(KUBE-|CNI-|$FW_CHAIN$)"); do
-      "$ipt" -t "$t" -X "$chain" 2>/dev/null || true
+# 5. iptables: the chains of our prefixes that are not in up.sh's snapshot, and
+#    the rules (anywhere) that jump to them. Nothing else: no `kube-proxy
+#    --cleanup`, which removes every KUBE-* chain of the machine.
+snapshot=$STATE/iptables.orig
+if recorded iptables-snapshot "$snapshot" && [[ -f $snapshot ]]; then
+  removed=0
+  for ipt in iptables ip6tables; do
+    command -v "$ipt" >/dev/null || continue
+    for t in "${IPT_TABLES[@]}"; do
+      "$ipt" -t "$t" -S >/dev/null 2>&1 || continue
+      mapfile -t ours < <("$ipt" -t "$t" -S 2>/dev/null | awk '$1 == "-N" {print $2}' | grep -E "$OUR_CHAIN_RE" |
+        while read -r c; do grep -qxF -- "$ipt $t -N $c" "$snapshot" || echo "$c"; done)
+      ((${#ours[@]})) || continue
+      re="^-A [^ ]+ .*-j ($(printf '%s|' "${ours[@]}" | sed 's/|$//'))( |$)"
+      # rules jumping to our chains, in chains that stay (the rules inside ours go with them)
+      while read -r rule; do
+        chain=$(awk '{print $2}' <<<"$rule")
+        printf '%s\n' "${ours[@]}" | grep -qxF -- "$chain" && continue
+        # shellcheck disable=SC2086 # a rule as iptables -S prints it, split into words again
+        eval "$ipt -t $t ${rule/-A /-D }" 2>/dev/null || log "could not delete $ipt -t $t rule: $rule"
+      done < <("$ipt" -t "$t" -S 2>/dev/null | grep -E -- "$re" || true)
+      for c in "${ours[@]}"; do "$ipt" -t "$t" -F "$c" 2>/dev/null || true; done
+      for c in "${ours[@]}"; do
+        if "$ipt" -t "$t" -X "$c" 2>/dev/null; then removed=$((removed + 1)); else log "could not delete $ipt -t $t chain $c"; fi
+      done
     done
   done
-}
-clean_chains iptables
-clean_chains ip6tables
+  log "iptables: removed $removed chain(s) this cluster created"
+else
+  log "no iptables snapshot of up.sh: no iptables chain is touched"
+fi
 # netfilter tables that did not exist before up.sh (now empty of our chains)
 if [[ -f $STATE/nft-tables.orig ]] && command -v nft >/dev/null; then
   while read -r kw family name; do
     [[ $kw == table ]] || continue
-    grep -qx "table $family $name" "$STATE/nft-tables.orig" || nft delete table "$family" "$name" 2>/dev/null || true
+    grep -qx "table $family $name" "$STATE/nft-tables.orig" && continue
+    # only if no rule, set or map is left in it (another program may have made it meanwhile)
+    nft list table "$family" "$name" 2>/dev/null | grep -qvE '^\s*((table|chain) .*\{|type .*;|\}|)$' && continue
+    nft delete table "$family" "$name" 2>/dev/null || true
   done < <(nft list tables 2>/dev/null)
 fi
-conntrack -D -s "$CLUSTER_CIDR" >/dev/null 2>&1 || true
-conntrack -D -d "$CLUSTER_CIDR" >/dev/null 2>&1 || true
+# conntrack: the entries of our pods' addresses only (recorded by up.sh as the pod range of this node)
+if [[ -f $changes ]]; then
+  while read -r kind a _; do
+    [[ $kind == conntrack ]] || continue
+    conntrack -D -s "$a" >/dev/null 2>&1 || true
+    conntrack -D -d "$a" >/dev/null 2>&1 || true
+  done <"$changes"
+fi
 
 # 6. sysctls back to what they were before up.sh.
 if [[ -f $STATE/sysctl.orig ]]; then
@@ -131,11 +162,13 @@ if [[ -f $STATE/sysctl.orig ]]; then
   done <"$STATE/sysctl.orig"
 fi
 
-# 7. cgroups kubelet made (cgroupfs driver, cgroup v1): /kubepods in every hierarchy.
-for h in /sys/fs/cgroup/*/; do
-  [[ -d $h/kubepods ]] || continue
-  find "$h/kubepods" -depth -type d -exec rmdir {} \; 2>/dev/null || log "cgroup $h/kubepods not fully removed"
-done
+# 7. cgroups kubelet made (cgroupfs driver): the kubepods directories up.sh recorded, deepest first.
+if [[ -f $changes ]]; then
+  while read -r kind a _; do
+    [[ $kind == cgroup && $a == /sys/fs/cgroup/*kubepods && -d $a ]] || continue
+    find "$a" -depth -type d -exec rmdir {} \; 2>/dev/null || log "cgroup $a not fully removed"
+  done <"$changes"
+fi
 
 # 8. State.
 if [[ ${KEEP_STATE:-} == 1 ]]; then

@@ -31,7 +31,29 @@ while (($#)); do
   esac
 done
 
-if ((do_down)); then trap 'bash "$here/down.sh"' EXIT; fi
+# With both --up and --down the run owns the cluster's whole life, and also checks that up.sh and down.sh
+# touch only what they make (cluster/host-safety.sh): up.sh refuses to start beside another cluster's
+# kubelet and chains; things of another program planted before up.sh survive down.sh; and after down.sh the
+# host's iptables, nft tables, addresses, routes, links, mounts, cgroups and sysctls are as before up.sh.
+# HOST_SAFETY_CHECK=0 leaves the check out.
+check_host=0
+if ((do_up && do_down)) && [[ ${HOST_SAFETY_CHECK:-1} == 1 ]] && ! pid_alive kube-apiserver; then check_host=1; fi
+host_before=$(mktemp)
+# shellcheck disable=SC2329 # run by the EXIT trap
+teardown() {
+  local rc=$?
+  trap - EXIT
+  if ((do_down)); then bash "$here/down.sh" || rc=1; fi
+  if ((check_host)); then bash "$here/host-safety.sh" compare "$host_before" || rc=1; bash "$here/host-safety.sh" unplant; fi
+  rm -f "$host_before"
+  exit "$rc"
+}
+trap teardown EXIT
+if ((check_host)); then
+  bash "$here/host-safety.sh" refusal
+  bash "$here/host-safety.sh" plant
+  bash "$here/host-safety.sh" snapshot "$host_before"
+fi
 if ((do_up)); then bash "$here/up.sh" >/dev/null; fi
 pid_alive kube-apiserver || die "the local cluster is not running: start it with cluster/up.sh (or pass --up)"
 
@@ -73,8 +95,12 @@ export KUBECONFIG=$KUBECONFIG_ADMIN
 user_artifacts=${E2E_ARTIFACTS:+1}
 export E2E_ARTIFACTS=${E2E_ARTIFACTS:-${TMPDIR:-/tmp}/billing-e2e-local-$(date -u +%Y%m%dT%H%M%SZ)}
 export KUBECTL=$K8S_BIN/kubectl
+# The cluster is ours: the scenario runs in namespace `default`, as the course does (its literal names,
+# billing-stateful-0.billing-stateful.default.svc.cluster.local, and commands without -n), unless told otherwise.
+ns_args=(--namespace default)
+for a in "${args[@]}"; do [[ $a == --namespace ]] && ns_args=(); done
 rc=0
-"$repo/e2e/scenario.sh" \
+"$repo/e2e/scenario.sh" "${ns_args[@]}" \
   --client-image "$IMG_CURL" \
   --set "image.repository=$IMG_BILLING_REPO" \
   --set "postgresql.image.repository=${IMG_POSTGRES%:*}" --set "postgresql.image.tag=${IMG_POSTGRES##*:}" \
@@ -88,6 +114,12 @@ if ((rc != 0)); then
   log "cluster logs saved under $E2E_ARTIFACTS/cluster"
 fi
 if ((rc == 0)) && [[ -z $user_artifacts ]]; then rm -rf "$E2E_ARTIFACTS"; fi
+# the provisioner's directories of the release's claims in `default` once the claims are gone (the scenario
+# deleted their Retained PVs; the data would otherwise be found again by the next run's claims of the same name)
+for d in "$HOSTPATH_DIR"/default/billing-postgresql "$HOSTPATH_DIR"/default/billing-old-postgresql "$HOSTPATH_DIR"/default/log-billing-stateful-*; do
+  [[ -d $d ]] || continue
+  "$KUBECTL" -n default get pvc "$(basename "$d")" >/dev/null 2>&1 || rm -rf --one-file-system "$d"
+done
 # the provisioner's directories of namespaces that are gone (Retained volumes' data)
 for d in "$HOSTPATH_DIR"/billing-e2e-*; do
   [[ -d $d ]] || continue

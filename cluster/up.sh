@@ -27,6 +27,16 @@ if [[ -d $STATE || -d $RUN ]]; then
   bash "$here/down.sh"
 fi
 
+# Another Kubernetes on this machine (k3s, kubeadm, kind's host side does not count) shares the names of
+# iptables chains, cgroups and ports with ours: starting beside it would break it, and down.sh could not tell
+# its pieces from ours. Refuse, saying what was found.
+mapfile -t found < <(foreign_cluster_findings)
+if ((${#found[@]})); then
+  log "ERROR: this machine already runs (or has the leftovers of) another Kubernetes or network using our ranges:"
+  printf '  - %s\n' "${found[@]}" >&2
+  die "refusing to start beside it (stop it, or use its kube context: E2E_ALLOW_CONTEXT=1 e2e/run.sh)"
+fi
+
 # ---------------------------------------------------------------- build (cached)
 [[ ${SKIP_DEPS:-} == 1 ]] || bash "$here/install-deps.sh"
 bash "$here/build.sh" all
@@ -42,6 +52,18 @@ chmod 700 "$STATE"
 # netfilter tables present before start (iptables-nft creates ip/ip6 filter, nat,
 # mangle on first use; kube-proxy may add its own); down.sh deletes the new ones.
 nft list tables >"$STATE/nft-tables.orig" 2>/dev/null || true
+# iptables as they were: down.sh removes only the KUBE-*/CNI-*/BILLING-CLUSTER chains absent from this
+# snapshot and the rules that jump to them, never a chain or rule that was already there.
+iptables_snapshot "$STATE/iptables.orig"
+echo "iptables-snapshot $STATE/iptables.orig" >>"$STATE/host-changes"
+# cgroups the kubelet (cgroupfs driver) will create: none existed (checked above), so each is ours.
+for h in /sys/fs/cgroup/*/; do
+  [[ -d $h && ! -L ${h%/} ]] && echo "cgroup ${h}kubepods" >>"$STATE/host-changes"
+done
+[[ -f /sys/fs/cgroup/cgroup.controllers ]] && echo "cgroup /sys/fs/cgroup/kubepods" >>"$STATE/host-changes"
+# the CNI bridge (absent, checked above) and the conntrack entries of our pods' addresses
+echo "link $BRIDGE" >>"$STATE/host-changes"
+echo "conntrack $POD_CIDR" >>"$STATE/host-changes"
 for s in "${WATCHED_SYSCTLS[@]}"; do
   v=$(sysctl -n "$s" 2>/dev/null) && printf '%s=%s\n' "$s" "$v"
 done >"$STATE/sysctl.orig"

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# Run the end-to-end scenario wherever it can run, in this order:
+# Run the end-to-end scenario, by default on the local cluster of cluster/ (ours: the scenario runs there in
+# namespace `default` with the course's literal names and commands):
 #   1. the local cluster of cluster/ if it is already running;
-#   2. the current kube context, if a cluster answers there (kind, minikube, k3s, ...):
-#      e2e/scenario.sh with the chart's default images (load billing:v1.1 and
-#      billing:v2.0 into the cluster first; see docs/local-cluster.md);
-#   3. a local cluster started for the run and torn down after it
-#      (cluster/e2e-local.sh --up --down), where this machine can start one:
-#      root on Debian/Ubuntu with apt, Linux with cgroups and overlayfs;
-#   4. otherwise a message saying how to start minikube or kind, and exit 2.
-# E2E_TARGET=context|local forces a choice. Other arguments go to e2e/scenario.sh.
+#   2. a local cluster started for the run and torn down after it (cluster/e2e-local.sh --up --down),
+#      where this machine can start one: root on Debian/Ubuntu with apt, Linux with cgroups and overlayfs;
+#   3. the current kube context (kind, minikube, k3s, ...) ONLY when asked for: E2E_ALLOW_CONTEXT=1 or
+#      E2E_TARGET=context. The scenario then installs the release "billing" in a namespace of its own
+#      (billing-e2e-<random>) and a StorageClass, and deletes both afterwards; it never picks a context
+#      by itself, so a laptop pointed at a shared cluster is not touched by surprise. Load billing:v1.1 and
+#      billing:v2.0 into that cluster first (docs/local-cluster.md);
+#   4. otherwise a message saying what it found and how to go on, and exit 2.
+# E2E_TARGET=local|context forces a choice (context implies the opt-in). Helm comes from .tools/bin, installed
+# here when missing (scripts/install-tools.sh helm). Other arguments go to e2e/scenario.sh.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 target=${E2E_TARGET:-auto}
@@ -29,33 +32,63 @@ local_possible() {
   command -v go >/dev/null || return 1
 }
 
+case $target in auto | local | context) ;; *) echo "e2e: E2E_TARGET must be auto, local or context, not '$target'" >&2; exit 2 ;; esac
+allow_context=${E2E_ALLOW_CONTEXT:-0}
+[[ $target == context ]] && allow_context=1
+
+# The main job installs what it needs: Helm 3 and 4 into .tools/bin (seconds when present).
+if [[ ! -x $repo/.tools/bin/helm3 ]]; then
+  echo "e2e: installing helm into .tools/bin (scripts/install-tools.sh helm)"
+  bash "$repo/scripts/install-tools.sh" helm
+fi
+
 if [[ $target != context ]] && local_running; then
   echo "e2e: running on the local cluster that is already up (cluster/up.sh)"
   exec "$repo/cluster/e2e-local.sh" "$@"
 fi
-if [[ $target == context ]] || { [[ $target == auto ]] && context_answers; }; then
-  echo "e2e: running on the current kube context ($(kubectl config current-context))"
-  exec "$repo/e2e/scenario.sh" "$@"
+if [[ $target != local ]] && ((allow_context)); then
+  if context_answers; then
+    echo "e2e: running on the current kube context ($(kubectl config current-context)), as asked (E2E_ALLOW_CONTEXT=1 / E2E_TARGET=context)"
+    exec "$repo/e2e/scenario.sh" "$@"
+  fi
+  if [[ $target == context ]]; then
+    echo "e2e: E2E_TARGET=context, but no cluster answers on the current kube context ($(kubectl config current-context 2>/dev/null || echo none))" >&2
+    exit 2
+  fi
 fi
 if local_possible; then
-  echo "e2e: no cluster answers on the current kube context; starting the local cluster (cluster/up.sh),"
-  echo "e2e: running the scenario on it, tearing it down (cluster/down.sh)"
+  echo "e2e: starting the local cluster (cluster/up.sh), running the scenario on it, tearing it down (cluster/down.sh)"
   exec "$repo/cluster/e2e-local.sh" --up --down "$@"
 fi
+if [[ $target == local ]]; then
+  echo "e2e: E2E_TARGET=local, but this machine cannot start the local cluster (it needs root, Linux with overlayfs and cgroups, apt and Go)" >&2
+  exit 2
+fi
+if context_answers; then
+  cat >&2 <<EOF
+e2e: this machine cannot start the local cluster, and a cluster answers on the current kube context
+"$(kubectl config current-context)". The scenario installs a release, a namespace and a StorageClass there,
+so it runs on a kube context only when you ask for it. If that cluster is one you may use for this
+(minikube, kind, your own), load the images (docs/local-cluster.md) and run:
+
+  E2E_ALLOW_CONTEXT=1 e2e/run.sh
+EOF
+  exit 2
+fi
 cat >&2 <<'EOF'
-e2e: no Kubernetes cluster answers on the current kube context, and this machine cannot start the
-local one (it needs root, Linux with overlayfs and cgroups, apt and Go). Start one, then run this again:
+e2e: this machine cannot start the local cluster (it needs root, Linux with overlayfs and cgroups, apt
+and Go), and no cluster answers on the current kube context. Start one, then run this again:
 
   minikube start
   docker build -t billing:v1.1 . && docker build -t billing:v2.0 .
   minikube image load billing:v1.1 && minikube image load billing:v2.0
-  e2e/run.sh
+  E2E_ALLOW_CONTEXT=1 e2e/run.sh
 
 or with kind:
 
   kind create cluster
   docker build -t billing:v1.1 . && docker build -t billing:v2.0 .
   kind load docker-image billing:v1.1 billing:v2.0
-  e2e/run.sh -- -f values/kind.yaml
+  E2E_ALLOW_CONTEXT=1 e2e/run.sh -- -f values/kind.yaml
 EOF
 exit 2

@@ -7,7 +7,13 @@
 #
 # Options (environment variable in brackets):
 #   --namespace NS        namespace to use; created, and deleted at the end [E2E_NAMESPACE]
-#                         (default billing-e2e-<random>)
+#                         (default billing-e2e-<random>). An existing namespace (e.g. `default`,
+#                         which cluster/e2e-local.sh uses on the local cluster) is used as it is and
+#                         kept; the scenario then refuses to start if a release "billing" or the
+#                         claim billing-postgresql is already there, and removes what it made
+#                         (release, claims, their PVs, StorageClass, Prometheus, test pod) at the end.
+#                         In `default` steps 5 and 6 run the course's commands literally, without -n
+#                         (kubectl delete pod billing-stateful-2, kubectl exec billing-stateful-2 -- cat ...)
 #   --keep-namespace      keep the namespace, release and volumes for debugging [E2E_KEEP=1]
 #   --client-image IMG    image of the temporary client pods (needs sh and curl)
 #                         [E2E_CLIENT_IMAGE, default nicolaka/netshoot as in the course]
@@ -23,11 +29,13 @@
 #   --no-prometheus       leave out the Prometheus steps [E2E_PROMETHEUS=0]
 #   --require-servicemonitor  fail (instead of saying it is not checked) when the cluster has no
 #                         ServiceMonitor CRD [E2E_REQUIRE_SERVICEMONITOR=1]
+#   [E2E_OLD_CHART_REV]   the commit whose chart step 9 installs (release billing-old) and upgrades to this
+#                         one: the last before the application role. Needs the git history (not a shallow clone).
 #
 # Prometheus: the scenario deploys e2e/prometheus.yaml (kubernetes_sd, role pod, finding the
 # billing pods by their prometheus.io/* annotations), checks that it scrapes them, and asserts
-# that PromQL counts exactly the payments the scenario made (its own POST /add and those of
-# `helm test`), per phase and in total. The chart's ServiceMonitor is sent to the API server
+# that PromQL counts exactly the payments the scenario made (its own POST /add and step 3b's
+# load; `helm test` makes none), per phase and in total. The chart's ServiceMonitor is sent to the API server
 # with `kubectl apply --dry-run=server` in both modes when the cluster has the Prometheus
 # Operator's CRD (cluster/e2e-local.sh installs it on the local cluster). Python 3 is used to
 # encode the queries and read Prometheus' JSON answers.
@@ -137,9 +145,35 @@ cleanup() {
     say "scenario FAILED at step: $STEP (exit $rc)"
     diagnostics
   fi
+  if [[ ${OLD_INSTALLED:-0} == 1 && $KEEP != 1 ]]; then
+    timeout 120 "$HELM" --namespace "$NS" uninstall billing-old --wait --timeout 90s >/dev/null 2>&1
+    k delete pod billing-old-test-api --ignore-not-found >/dev/null 2>&1
+    timeout 100 "$KUBECTL" -n "$NS" delete pvc,secret -l app.kubernetes.io/instance=billing-old --wait=true --timeout=90s >/dev/null 2>&1
+  fi
   if [[ $KEEP == 1 ]]; then
     say "keeping namespace $NS (--keep-namespace); remove later with:"
     say "  $HELM -n $NS uninstall $RELEASE; $KUBECTL delete namespace $NS; $KUBECTL delete pv <pvs of $NS>"
+  elif [[ ${CREATED_NS:-0} == 0 && ${USED_NS:-0} == 1 ]]; then
+    say "cleaning up what the scenario made in the existing namespace $NS"
+    local pvs scs
+    pvs=$(our_pvs); scs=$(our_storageclasses)
+    timeout 120 "$HELM" --namespace "$NS" uninstall "$RELEASE" --wait --timeout 90s >/dev/null 2>&1
+    k delete pod "$RELEASE-test-api" --ignore-not-found --wait=true --timeout=60s >/dev/null 2>&1
+    k delete pods -l app.kubernetes.io/name=billing-e2e-client --ignore-not-found --wait=false >/dev/null 2>&1
+    if ((PROMETHEUS)); then
+      sed -e "s#@NAMESPACE@#$NS#g; s#@IMAGE@#$PROMETHEUS_IMAGE#g" "$PROMETHEUS_MANIFEST" |
+        timeout 90 "$KUBECTL" -n "$NS" delete --ignore-not-found --wait=true -f - >/dev/null 2>&1
+    fi
+    timeout 120 "$KUBECTL" -n "$NS" delete pvc,secret -l "app.kubernetes.io/instance=$RELEASE" --wait=true --timeout=100s >/dev/null 2>&1 \
+      || say "  could not delete the claims and kept Secrets of $RELEASE"
+    pvs=$(printf '%s\n%s\n' "$pvs" "$(our_pvs)" | sort -u | sed '/^$/d')
+    scs=$(printf '%s\n%s\n' "$scs" "$(our_storageclasses)" | sort -u | sed '/^$/d')
+    # shellcheck disable=SC2086
+    [[ -z $pvs ]] || timeout 90 "$KUBECTL" delete pv $pvs --wait=true --timeout=80s >/dev/null 2>&1 \
+      || say "  could not delete PVs: $pvs"
+    # shellcheck disable=SC2086
+    [[ -z $scs ]] || timeout 60 "$KUBECTL" delete storageclass $scs >/dev/null 2>&1
+    say "  removed release $RELEASE and its claims from $NS${pvs:+, PVs $(tr "\n" " " <<<"$pvs")}${scs:+, StorageClass $(tr "\n" " " <<<"$scs")}"
   elif [[ ${CREATED_NS:-0} == 1 ]]; then
     say "cleaning up namespace $NS"
     local pvs scs
@@ -246,8 +280,10 @@ getall_has() { # id amount client; retries while the service reconnects (bounded
 }
 log_of() { # pod: its /var/log/app.log
   local out claim err
-  # the course's command
-  if out=$(k exec "$1" -c billing -- cat /var/log/app.log 2>"$ARTIFACTS/exec-$1.stderr"); then
+  # the course's command (in `default` literally: kubectl exec billing-stateful-N -- cat /var/log/app.log)
+  local exec_cmd=(k exec "$1" -c billing --)
+  ((COURSE)) && exec_cmd=("$KUBECTL" exec "$1" --)
+  if out=$("${exec_cmd[@]}" cat /var/log/app.log 2>"$ARTIFACTS/exec-$1.stderr"); then
     printf '%s' "$out"
     return 0
   fi
@@ -337,9 +373,23 @@ wait_promql_lines() {
   say "  PromQL $1 = $(tr '\n' ';' <<<"$got") after 90 s, expected $(tr '\n' ';' <<<"$2")"
   return 1
 }
-# helm_test_payments: the payments the last `helm test` made (its pod's "POST /add -> 201" lines)
+# helm_test_payments: the payments the last `helm test` made (its pod's "POST /add -> 201" lines; the chart's
+# test makes none since issue 10, and the scenario checks that the ledger did not grow)
 helm_test_payments() {
-  k logs "$RELEASE-test-api" 2>/dev/null | grep -c '^POST /add -> 201 ' || true
+  k logs "$RELEASE-test-api" -c api 2>/dev/null | grep -c '^POST /add -> 201 ' || true
+}
+# ledger_rows: how many transactions /getall returns
+ledger_rows() {
+  local body
+  body=$(in_cluster "curl -fsS --max-time 20 http://$RELEASE:8080/getall") || return 1
+  python3 -c 'import json, sys; print(len(json.load(sys.stdin)))' <<<"$body"
+}
+# pg_log_time LINE: the timestamp PostgreSQL put at the start of a log line (log_line_prefix %m), as epoch seconds
+pg_log_time() {
+  python3 -c '
+import datetime, sys
+stamp = " ".join(sys.argv[1].split()[:2])
+print(datetime.datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=datetime.timezone.utc).timestamp())' "$1"
 }
 # servicemonitor_dry_run VALUES MODE: the chart's ServiceMonitor for these values, through the
 # API server's validation of the real CRD (--dry-run=server, strict field validation), and a
@@ -374,9 +424,24 @@ server_version=$("$KUBECTL" version -o json --request-timeout=15s 2>/dev/null | 
 say "context $ctx, server $server_version, helm $("$HELM" version --short 2>/dev/null)"
 say "namespace $NS, client image $CLIENT_IMAGE, extra helm args: ${SETS[*]:-(none)}"
 [[ -d $CHART && -f $VALUES1 && -f $VALUES2 ]] || fail "chart or values files missing under $repo"
-"$KUBECTL" create namespace "$NS" >/dev/null
-CREATED_NS=1
-ok "namespace $NS created"
+if "$KUBECTL" get namespace "$NS" >/dev/null 2>&1; then
+  h status "$RELEASE" >/dev/null 2>&1 && fail "a release $RELEASE is already installed in namespace $NS (helm -n $NS uninstall $RELEASE first)"
+  k get pvc "$RELEASE-postgresql" >/dev/null 2>&1 && fail "claim $RELEASE-postgresql already exists in namespace $NS (its data would be reused): delete it first"
+  USED_NS=1
+  ok "namespace $NS exists: using it as it is (it is kept; what the scenario makes is removed at the end)"
+else
+  "$KUBECTL" create namespace "$NS" >/dev/null
+  CREATED_NS=1
+  ok "namespace $NS created"
+fi
+# In `default` the course's commands are run as written, without -n: the context's namespace must be default.
+COURSE=0
+if [[ $NS == default ]]; then
+  ctx_ns=$("$KUBECTL" config view --minify -o jsonpath='{..namespace}' 2>/dev/null || true)
+  [[ -z $ctx_ns || $ctx_ns == default ]] || fail "namespace default asked for, but the kube context's namespace is $ctx_ns: the course's commands (without -n) would go there"
+  COURSE=1
+  say "  namespace default: steps 5 and 6 run the course's commands literally (no -n)"
+fi
 HAVE_SM_CRD=0
 if "$KUBECTL" get crd "$SM_CRD" >/dev/null 2>&1; then
   HAVE_SM_CRD=1
@@ -442,10 +507,75 @@ say "  billing pods after:  $(echo "$after" | tr '\n' ';')"
 [[ $before == "$after" ]] || fail "billing pods were replaced or restarted"
 ok "transaction id=$TX still in /getall; billing pods unchanged (same pods, same restart counts)"
 
-step "7a. helm test $RELEASE (task 1 mode)"
+# ------------------------------------------------------------------ 3b
+step "3b. one postmaster per data directory: delete the PostgreSQL pod under write load, with a slow shutdown"
+# A slow shutdown: the old server keeps running 10 s after its pod's deletion starts (a preStop pause added
+# here, as a long shutdown checkpoint would), while the Deployment's replacement pod starts at once on the same
+# volume. The chart's volume lock must keep the new server from starting until the old one has exited.
+k patch deployment "$RELEASE-postgresql" --type=json \
+  -p '[{"op":"add","path":"/spec/template/spec/containers/0/lifecycle","value":{"preStop":{"exec":{"command":["sleep","10"]}}}}]' >/dev/null \
+  || fail "patch the PostgreSQL Deployment with a slow shutdown"
+k rollout status deployment/"$RELEASE-postgresql" --timeout="$T" >/dev/null || fail "PostgreSQL not rolled out with the slow shutdown"
+pg_uid=$(k get pods -l app=postgres -o go-template='{{range .items}}{{if not .metadata.deletionTimestamp}}{{.metadata.uid}}{{end}}{{end}}')
+pg_old=$(k get pods -l app=postgres -o go-template='{{range .items}}{{if not .metadata.deletionTimestamp}}{{.metadata.name}}{{end}}{{end}}')
+k wait --for=condition=Ready "pod/$pg_old" --timeout="$T" >/dev/null || fail "postgres pod $pg_old not Ready"
+getall_has "$TX" 1000 1 || fail "billing does not reach the slow-shutdown PostgreSQL"
+k logs -f "$pg_old" >"$ARTIFACTS/pg-old.log" 2>&1 &
+follow_pid=$!
+# The load: sequential POST /add for 45 s from a temporary pod, one "<status> <answer>" line each.
+in_cluster "end=\$((\$(date +%s) + 45)); while [ \$(date +%s) -lt \$end ]; do echo \"\$(curl -sS --max-time 5 -o /dev/stdout -w ' %{http_code}' -X POST 'http://$RELEASE:8080/add?client_id=load&amount=5' 2>&1 | tr -d '\n')\"; sleep 0.05; done" >"$ARTIFACTS/load.txt" &
+load_pid=$!
+sleep 8
+t_delete=$(date +%s)
+say "  \$ kubectl delete pod -l app=postgres   (under load, old server $pg_old)"
+k delete pod -l app=postgres --wait=false >/dev/null || fail "delete the postgres pod"
+pg_new=$(wait_new_pod app=postgres "$pg_uid") || fail "no new postgres pod Ready within $T"
+t_ready=$(date +%s)
+wait "$load_pid" || fail "the load pod failed"
+wait "$follow_pid" || true
+k logs "$pg_new" >"$ARTIFACTS/pg-new.log" 2>&1 || fail "logs of $pg_new"
+say "  old server's last lines: $(tail -n 3 "$ARTIFACTS/pg-old.log" | tr '\n' '|')"
+say "  new pod's first lines:   $(head -n 4 "$ARTIFACTS/pg-new.log" | tr '\n' '|')"
+grep -q 'volume-lock: waiting for .*another PostgreSQL server still runs on this volume' "$ARTIFACTS/pg-new.log" \
+  || fail "the new pod $pg_new did not wait for the volume lock (the old server was still running)"
+waited=$(sed -n 's/.*volume-lock: acquired .* after waiting \([0-9]*\)s$/\1/p' "$ARTIFACTS/pg-new.log")
+[[ -n $waited ]] || fail "the new pod $pg_new never says it acquired the volume lock"
+old_down=$(grep 'database system is shut down' "$ARTIFACTS/pg-old.log" | tail -n 1)
+[[ -n $old_down ]] || fail "the old server's log has no 'database system is shut down' (it did not exit cleanly)"
+new_start=$(grep -m1 -E 'starting PostgreSQL|database system was shut down at' "$ARTIFACTS/pg-new.log")
+[[ -n $new_start ]] || fail "the new server's log has no start line"
+t_old_down=$(pg_log_time "$old_down") t_new_start=$(pg_log_time "$new_start")
+python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) > float(sys.argv[2]) else 1)' "$t_new_start" "$t_old_down" \
+  || fail "the new server started (${new_start%% [*}) before the old one had shut down (${old_down%% [*})"
+say "  old server shut down at ${old_down%% [*}; new server started at ${new_start%% [*} after waiting ${waited}s for the lock"
+acked=$(grep -c 'Transaction added. transaction id=[0-9]* 201$' "$ARTIFACTS/load.txt" || true)
+refused=$(grep -vc ' 201$' "$ARTIFACTS/load.txt" || true)
+((acked > 0)) || fail "no payment was acknowledged under load"
+body=$(curl_in_cluster GET "http://$RELEASE:8080/getall" 2>/dev/null) || fail "GET /getall after the deletion"
+missing=$(python3 -c '
+import json, re, sys
+have = {t["id"] for t in json.loads(sys.argv[1])}
+acked = [int(m) for m in re.findall(r"transaction id=(\d+) 201$", open(sys.argv[2]).read(), re.M)]
+print(" ".join(str(i) for i in acked if i not in have))' "$body" "$ARTIFACTS/load.txt")
+[[ -z $missing ]] || fail "acknowledged payments missing after the deletion: $missing"
+rows=$(python3 -c 'import json, sys; print(sum(1 for t in json.loads(sys.argv[1]) if t["client_id"] == "load"))' "$body")
+say "  load: $acked payments acknowledged (201), $refused requests not (while no server could take them); $rows load rows in the ledger afterwards"
+say "  deletion at +0 s, new pod Ready at +$((t_ready - t_delete)) s"
+# Prometheus counts committed payments: the load's rows (a payment committed after its client gave up is
+# counted there but not acknowledged; rows >= acked).
+((rows >= acked)) || fail "fewer load rows ($rows) than acknowledged payments ($acked)"
+PAID_T1=$((PAID_T1 + rows))
+ok "the new server started only after the old one exited (waited ${waited}s for the lock); all $acked acknowledged payments are there"
+printf 'pg-lock: acked=%s refused=%s rows=%s waited=%ss ready_after=%ss\n' "$acked" "$refused" "$rows" "$waited" "$((t_ready - t_delete))" >"$ARTIFACTS/pg-lock-figures.txt"
+
+step "7a. helm test $RELEASE (task 1 mode): passes and leaves no row"
+rows_before=$(ledger_rows) || fail "count the ledger's rows"
 h test "$RELEASE" --timeout "$T" >"$ARTIFACTS/helm-test-1.txt" 2>&1 || { cat "$ARTIFACTS/helm-test-1.txt"; fail "helm test (task 1)"; }
 say "  $(grep -E '^(TEST SUITE|Phase)' "$ARTIFACTS/helm-test-1.txt" | tr -s ' ' | tr '\n' ' ')"
-ok "helm test passed in task 1 mode"
+say "  ledger container: $(k logs "$RELEASE-test-api" -c ledger 2>&1 | tail -n 1)"
+rows_after=$(ledger_rows) || fail "count the ledger's rows"
+((rows_after == rows_before)) || fail "helm test changed the ledger: $rows_before rows before, $rows_after after"
+ok "helm test passed in task 1 mode; the ledger still has $rows_after rows"
 n=$(helm_test_payments)
 PAID_T1=$((PAID_T1 + n))
 say "  helm test made $n payment(s); task 1 made $PAID_T1 in all"
@@ -509,7 +639,23 @@ fi
 # ------------------------------------------------------------------ 6
 step "6. kubectl delete pod $RELEASE-stateful-2; its log survives"
 uid2=$(k get pod "$RELEASE-stateful-2" -o jsonpath='{.metadata.uid}')
-k delete pod "$RELEASE-stateful-2" --wait=true --timeout="$T" >/dev/null || fail "delete $RELEASE-stateful-2"
+if ((COURSE)); then
+  # The course's commands as written, and the walkthrough's wait between them (docs/walkthrough.en.md):
+  # `kubectl delete pod` returns once the old pod is gone, before the StatefulSet has made the new one, so
+  # wait for the pod to exist, then to be Ready, then exec.
+  say "  \$ kubectl delete pod $RELEASE-stateful-2"
+  "$KUBECTL" delete pod "$RELEASE-stateful-2" >/dev/null || fail "kubectl delete pod $RELEASE-stateful-2"
+  say "  \$ kubectl wait --for=create pod/$RELEASE-stateful-2 --timeout=60s"
+  "$KUBECTL" wait --for=create "pod/$RELEASE-stateful-2" --timeout=60s >/dev/null || fail "kubectl wait --for=create pod/$RELEASE-stateful-2"
+  say "  \$ kubectl wait --for=condition=Ready pod/$RELEASE-stateful-2 --timeout=120s"
+  "$KUBECTL" wait --for=condition=Ready "pod/$RELEASE-stateful-2" --timeout=120s >/dev/null || fail "kubectl wait --for=condition=Ready pod/$RELEASE-stateful-2"
+  say "  \$ kubectl exec $RELEASE-stateful-2 -- cat /var/log/app.log"
+  log=$("$KUBECTL" exec "$RELEASE-stateful-2" -- cat /var/log/app.log) || fail "kubectl exec $RELEASE-stateful-2 -- cat /var/log/app.log, right after the waits"
+  [[ $log == *"${LINE[2]}"* ]] || fail "the line written before the deletion is not in the new pod's log: $log"
+  ok "the course's delete, the two waits and the exec: the re-created pod's log holds its line"
+else
+  k delete pod "$RELEASE-stateful-2" --wait=true --timeout="$T" >/dev/null || fail "delete $RELEASE-stateful-2"
+fi
 new2=""
 for ((i = 0; i < TIMEOUT; i++)); do
   new2=$(k get pod "$RELEASE-stateful-2" -o jsonpath='{.metadata.uid}' 2>/dev/null || true)
@@ -525,10 +671,19 @@ ok "the re-created pod's log still holds: ${LINE[2]}"
 # the new pod has a new IP: wait until its own name reaches it, as a client would
 wait_answers "http://$RELEASE-stateful-2.$RELEASE-stateful.$NS.svc.cluster.local:8080/ping" "re-created pod"
 
-step "7b. helm test $RELEASE (task 2 mode)"
+step "7b. helm test $RELEASE (task 2 mode): passes, leaves no row and no line in any pod's log"
+rows_before=$(ledger_rows) || fail "count the ledger's rows"
+declare -A LOG_BEFORE
+for n in 0 1 2; do LOG_BEFORE[$n]=$(log_of "$RELEASE-stateful-$n") || fail "log of $RELEASE-stateful-$n"; done
 h test "$RELEASE" --timeout "$T" >"$ARTIFACTS/helm-test-2.txt" 2>&1 || { cat "$ARTIFACTS/helm-test-2.txt"; fail "helm test (task 2)"; }
 say "  $(grep -E '^(TEST SUITE|Phase)' "$ARTIFACTS/helm-test-2.txt" | tr -s ' ' | tr '\n' ' ')"
-ok "helm test passed in task 2 mode"
+rows_after=$(ledger_rows) || fail "count the ledger's rows"
+((rows_after == rows_before)) || fail "helm test changed the ledger: $rows_before rows before, $rows_after after"
+for n in 0 1 2; do
+  after=$(log_of "$RELEASE-stateful-$n") || fail "log of $RELEASE-stateful-$n"
+  [[ $after == "${LOG_BEFORE[$n]}" ]] || fail "helm test added to $RELEASE-stateful-$n's log: $(printf '%s' "$after" | tr '\n' '|')"
+done
+ok "helm test passed in task 2 mode; the ledger still has $rows_after rows and each pod's log only its own line"
 n=$(helm_test_payments)
 PAID_T2=$((PAID_T2 + n))
 say "  helm test made $n payment(s); task 2 made $PAID_T2 in all"
@@ -583,6 +738,54 @@ for n in 0 1 2; do
   [[ $(printf '%s' "$body" | tr -d ' \n') == *"\"client_id\":\"e2e-$n\""* ]] || fail "transaction of client e2e-$n not back"
 done
 ok "reinstalled on the kept claim $pg_claim (volume $pv): all transactions are back"
+
+# ------------------------------------------------------------------ 9
+step "9. least privilege: billing's role owns the ledger and nothing else; an upgrade from a release made before it"
+roles() { # deployment: the two roles' attributes, read inside the PostgreSQL pod over its socket
+  k exec "deploy/$1" -c postgresql -- psql -X -t -A -U "$2" -d postgres \
+    -c "SELECT rolname || ' super=' || rolsuper || ' createdb=' || rolcreatedb || ' createrole=' || rolcreaterole || ' replication=' || rolreplication FROM pg_roles WHERE rolname IN ('billing', 'postgres') ORDER BY 1"
+}
+want_roles=$'billing super=false createdb=false createrole=false replication=false\npostgres super=true createdb=true createrole=true replication=true'
+got=$(roles "$RELEASE-postgresql" postgres) || fail "read the roles of $RELEASE-postgresql"
+say "  $RELEASE (fresh install): $(tr '\n' ';' <<<"$got")"
+[[ $got == "$want_roles" ]] || fail "roles of the fresh install are not as promised"
+owner=$(k exec "deploy/$RELEASE-postgresql" -c postgresql -- psql -X -t -A -U postgres -d billing -c "SELECT tableowner FROM pg_tables WHERE tablename = 'transactions'")
+[[ $owner == billing ]] || fail "the ledger is owned by $owner, not billing"
+# billing's pods reference only the application Secret
+refs=$(k get pods -l "$APP_SEL" -o jsonpath='{range .items[*]}{range .spec.containers[*].env[*]}{.valueFrom.secretKeyRef.name}{" "}{end}{range .spec.volumes[*]}{.secret.secretName}{" "}{end}{end}')
+[[ $refs != *superuser* ]] || fail "a billing pod references the superuser Secret: $refs"
+ok "billing is a plain role owning the ledger; postgres is the superuser; billing's pods do not see its Secret"
+
+OLD_REV=${E2E_OLD_CHART_REV:-7781c66d42ab352a49831ca7ce5a08846f6f3288}
+OLD=billing-old
+old_dir=$ARTIFACTS/chart-before-roles
+if git -C "$repo" cat-file -e "$OLD_REV^{commit}" 2>/dev/null; then
+  mkdir -p "$old_dir"
+  git -C "$repo" archive "$OLD_REV" charts/billing | tar -x -C "$old_dir"
+  say "  chart of $OLD_REV (before the application role) as release $OLD"
+  h install "$OLD" "$old_dir/charts/billing" -f "$VALUES1" "${SETS[@]}" --wait --timeout "$T" >"$ARTIFACTS/helm-install-old.txt" 2>&1 \
+    || { cat "$ARTIFACTS/helm-install-old.txt"; fail "helm install of the chart before the application role"; }
+  OLD_INSTALLED=1
+  for n in 1 2 3; do
+    curl_in_cluster POST "http://$OLD:8080/add?client_id=old-$n&amount=$n" >/dev/null || fail "POST /add to $OLD"
+  done
+  got=$(roles "$OLD-postgresql" billing) || fail "roles of $OLD"
+  say "  before the upgrade: $(tr '\n' ';' <<<"$got")"
+  h upgrade "$OLD" "$CHART" -f "$VALUES1" "${SETS[@]}" --wait --timeout "$T" >"$ARTIFACTS/helm-upgrade-old.txt" 2>&1 \
+    || { cat "$ARTIFACTS/helm-upgrade-old.txt"; fail "helm upgrade $OLD to this chart"; }
+  got=$(roles "$OLD-postgresql" postgres) || fail "roles of $OLD after the upgrade"
+  say "  after the upgrade:  $(tr '\n' ';' <<<"$got")"
+  [[ $got == "$want_roles" ]] || fail "the upgrade did not convert billing into a plain role"
+  body=$(curl_in_cluster POST "http://$OLD:8080/add?client_id=old-4&amount=4") || fail "POST /add to $OLD after the upgrade"
+  body=$(curl_in_cluster GET "http://$OLD:8080/getall") || fail "GET /getall of $OLD"
+  for n in 1 2 3 4; do
+    [[ $(tr -d ' \n' <<<"$body") == *"\"client_id\":\"old-$n\""* ]] || fail "payment old-$n missing after the upgrade"
+  done
+  h test "$OLD" --timeout "$T" >"$ARTIFACTS/helm-test-old.txt" 2>&1 || { cat "$ARTIFACTS/helm-test-old.txt"; fail "helm test $OLD"; }
+  ok "upgraded from the chart of $OLD_REV: roles converted in place, the 3 payments kept, billing writes as its plain role, helm test passes"
+else
+  fail "commit $OLD_REV (the chart before the application role) is not in this clone: fetch the full history, or set E2E_OLD_CHART_REV"
+fi
 
 step "done"
 if ((PROMETHEUS)); then say "payments made by the scenario: $((PAID_T1 + PAID_T2)) (task 1: $PAID_T1, task 2: $PAID_T2); PromQL counted ${PROM_TOTAL:-?}"; fi

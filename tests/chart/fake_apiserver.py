@@ -25,10 +25,14 @@ RESOURCES = {
         _resource("services", "Service"),
         _resource("persistentvolumeclaims", "PersistentVolumeClaim"),
         _resource("pods", "Pod"),
+        _resource("configmaps", "ConfigMap"),
     ],
     "/apis/apps/v1": [_resource("deployments", "Deployment"), _resource("statefulsets", "StatefulSet")],
     "/apis/storage.k8s.io/v1": [_resource("storageclasses", "StorageClass", namespaced=False)],
     "/apis/networking.k8s.io/v1": [_resource("networkpolicies", "NetworkPolicy")],
+    "/apis/policy/v1": [_resource("poddisruptionbudgets", "PodDisruptionBudget")],
+    "/apis/batch/v1": [_resource("jobs", "Job")],
+    "/apis/autoscaling/v2": [_resource("horizontalpodautoscalers", "HorizontalPodAutoscaler")],
 }
 VERSION = {"major": "1", "minor": "33", "gitVersion": "v1.33.0", "platform": "linux/amd64"}
 

@@ -39,7 +39,7 @@ CASES = {
         "sets": {"storageClass.create": "false", "service.enabled": "false", "networkPolicy.enabled": "true"},
     },
 }
-FIXED_PASSWORD = {"postgresql.auth.password": "same-for-both"}
+FIXED_PASSWORD = {"postgresql.auth.password": "same-for-both", "postgresql.auth.superuser.password": "also-the-same"}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

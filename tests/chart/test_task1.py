@@ -152,16 +152,20 @@ def test_postgresql_deployment(helm):
     # PGDATA is a subdirectory of the mount, never the mount itself (lost+found).
     assert pgdata.startswith(data_mount.rstrip("/") + "/")
     assert pgdata != data_mount
-    assert env["POSTGRES_USER"]["value"] == "billing"
+    assert env["POSTGRES_USER"]["value"] == "postgres"  # initdb's superuser; billing is the application role
+    assert env["BILLING_APP_USER"]["value"] == "billing"
     assert env["POSTGRES_DB"]["value"] == "billing"
     assert "POSTGRES_PASSWORD" not in env
     secret_file = env["POSTGRES_PASSWORD_FILE"]["value"]
-    assert secret_file.startswith(mounts["password"]["mountPath"] + "/")
+    assert secret_file.startswith(mounts["superuser-password"]["mountPath"] + "/")
+    assert env["BILLING_APP_PASSWORD_FILE"]["value"].startswith(mounts["password"]["mountPath"] + "/")
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["data"]["persistentVolumeClaim"] == {"claimName": "billing-postgresql"}
     assert volumes["password"]["secret"]["secretName"] == "billing-postgresql"
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+    for probe in ("startupProbe", "readinessProbe"):
         assert c[probe]["exec"]["command"][0] == "pg_isready", probe
+    # liveness passes a server in crash recovery (tests/chart/test_safety.py runs it)
+    assert c["livenessProbe"]["exec"]["command"][:2] == ["/bin/sh", "-c"]
     sc = c["securityContext"]
     assert sc["readOnlyRootFilesystem"] is True
     assert sc["allowPrivilegeEscalation"] is False

@@ -129,7 +129,7 @@ def _postgresql_objects(rendered):
 def test_upgrade_task1_to_task2_leaves_postgresql_identical(helm):
     # A fixed password: otherwise each `helm template` draws a new random one
     # (a real upgrade reads the existing Secret back; see test_lookup.py).
-    sets = {"postgresql.auth.password": "fixed-for-the-comparison"}
+    sets = {"postgresql.auth.password": "fixed-for-the-comparison", "postgresql.auth.superuser.password": "fixed-too"}
     before = render(helm, values=("task1.yaml",), sets=sets)
     after = render(helm, values=("task2.yaml",), sets=sets)
     pg_before = _postgresql_objects(before)
@@ -139,6 +139,10 @@ def test_upgrade_task1_to_task2_leaves_postgresql_identical(helm):
         ("PersistentVolumeClaim", "billing-postgresql"),
         ("Service", "billing-postgresql"),
         ("Deployment", "billing-postgresql"),
+        ("Secret", "billing-postgresql-superuser"),
+        ("ConfigMap", "billing-postgresql-initdb"),
+        ("Job", "billing-postgresql-roles"),
+        ("NetworkPolicy", "billing-postgresql"),
     }
     assert pg_before == pg_after
     # The StorageClass and the ClusterIP Service's spec are unchanged too.

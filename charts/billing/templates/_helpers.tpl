@@ -198,26 +198,115 @@ cluster.
 {{- end -}}
 {{- end -}}
 
+{{/*
+The bootstrap superuser's password and Secret. billing never mounts this
+Secret: only the PostgreSQL pod (initdb) and the role-setup Job do.
+*/}}
+{{- define "billing.postgresql.superuserSecretName" -}}
+{{- .Values.postgresql.auth.superuser.existingSecret | default (printf "%s-superuser" (include "billing.postgresql.fullname" .)) -}}
+{{- end -}}
+
+{{- define "billing.postgresql.superuserSecretKey" -}}
+{{- ternary .Values.postgresql.auth.superuser.existingSecretPasswordKey "password" (ne .Values.postgresql.auth.superuser.existingSecret "") -}}
+{{- end -}}
+
+{{- define "billing.postgresql.superuserPassword" -}}
+{{- if .Values.postgresql.auth.superuser.password -}}
+{{- .Values.postgresql.auth.superuser.password -}}
+{{- else -}}
+{{- $secret := lookup "v1" "Secret" .Release.Namespace (printf "%s-superuser" (include "billing.postgresql.fullname" .)) -}}
+{{- if and $secret $secret.data (hasKey $secret.data "password") -}}
+{{- index $secret.data "password" | b64dec -}}
+{{- else -}}
+{{- randAlphaNum 32 -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Refuses role settings that cannot work. */}}
+{{- define "billing.postgresql.checkRoles" -}}
+{{- if eq .Values.postgresql.auth.username .Values.postgresql.auth.superuser.username -}}
+{{- fail (printf "\n\npostgresql.auth.username and postgresql.auth.superuser.username are both %q: billing's application role must not be the superuser.\nChoose another name for one of them.\n" .Values.postgresql.auth.username) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Labels of the chart's own pods that may reach PostgreSQL besides billing (role setup, helm test). */}}
+{{- define "billing.postgresql.clientLabels" -}}
+app.kubernetes.io/instance: {{ .Release.Name }}
+billing/postgresql-client: "true"
+{{- end -}}
+
 {{/* The log volume's mount point: the directory of logs.file. */}}
 {{- define "billing.logDir" -}}
 {{- dir .Values.logs.file -}}
 {{- end -}}
 
 {{/*
-The bundled PostgreSQL runs with its default max_connections of 100, three of
-which are reserved for superusers. Every pod may open databasePoolSize +
-databaseReadConnections connections; past the limit PostgreSQL refuses new
-ones ("too many clients") and requests fail under load, long after the install
-looked fine. So the chart refuses a total over 90, which also leaves room for
-the helm test, a migration and an operator's psql.
+The bundled PostgreSQL runs with its default max_connections of 100, of which
+superuser_reserved_connections (3) are kept for superusers: billing's role
+(not a superuser) gets at most 97. Of those the chart keeps 7 for the helm
+test, a migration and an operator's psql, so billing may use 90. Every pod
+may open databasePoolSize + databaseReadConnections connections, and the pods
+that can run at once are more than workload.replicas: with autoscaling, up to
+autoscaling.maxReplicas; in Deployment mode a rolling update adds the surge
+pods (Kubernetes' default maxSurge, 25 % rounded up) while the old ones still
+hold their connections. Past the limit PostgreSQL refuses new connections
+("too many clients") and requests fail under load, long after the install
+looked fine, so the chart refuses such a total.
 */}}
 {{- define "billing.checkConnectionBudget" -}}
 {{- if .Values.postgresql.enabled -}}
 {{- $perPod := add .Values.config.databasePoolSize .Values.config.databaseReadConnections -}}
-{{- $total := mul .Values.workload.replicas $perPod -}}
-{{- if gt (int $total) 90 -}}
-{{- fail (printf "\n\n%d replicas x (config.databasePoolSize %d + config.databaseReadConnections %d) = %d connections to the bundled PostgreSQL, which serves at most 90 (max_connections 100, less superuser and maintenance reserve).\nLower config.databasePoolSize or workload.replicas so that replicas x (pool + read connections) <= 90.\n" (int .Values.workload.replicas) (int .Values.config.databasePoolSize) (int .Values.config.databaseReadConnections) (int $total)) -}}
+{{- $replicas := int .Values.workload.replicas -}}
+{{- if .Values.autoscaling.enabled -}}
+{{- $replicas = int .Values.autoscaling.maxReplicas -}}
 {{- end -}}
+{{- $surge := 0 -}}
+{{- if eq .Values.workload.kind "Deployment" -}}
+{{- $surge = div (add $replicas 3) 4 -}}
+{{- end -}}
+{{- $pods := add $replicas $surge -}}
+{{- $total := mul $pods $perPod -}}
+{{- if gt (int $total) 90 -}}
+{{- fail (printf "\n\n%d pods at once (%s%d surge pods of a rolling update) x (config.databasePoolSize %d + config.databaseReadConnections %d) = %d connections to the bundled PostgreSQL, which serves billing at most 90 (max_connections 100, less 3 reserved for superusers and 7 for helm test, migrations and psql).\nLower config.databasePoolSize, workload.replicas or autoscaling.maxReplicas so that pods x (pool + read connections) <= 90.\n" (int $pods) (ternary (printf "autoscaling.maxReplicas %d + " $replicas) (printf "workload.replicas %d + " $replicas) .Values.autoscaling.enabled) (int $surge) (int .Values.config.databasePoolSize) (int .Values.config.databaseReadConnections) (int $total)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Shutdown: after the preStop pause (the pod is already out of the Services'
+endpoints, but kube-proxy and clients may still send to it for a moment)
+billing gets SIGTERM and drains within SHUTDOWN_TIMEOUT_SECS; the grace
+period must cover both, or the kubelet kills it mid-drain.
+*/}}
+{{- define "billing.checkShutdown" -}}
+{{- range .Values.extraEnv -}}
+{{- if eq (toString .name) "SHUTDOWN_TIMEOUT_SECS" -}}
+{{- fail "\n\nextraEnv sets SHUTDOWN_TIMEOUT_SECS: set config.shutdownTimeoutSecs instead, which the chart checks against terminationGracePeriodSeconds.\n" -}}
+{{- end -}}
+{{- end -}}
+{{- $pause := int .Values.preStopSleepSeconds -}}
+{{- $drain := int .Values.config.shutdownTimeoutSecs -}}
+{{- $grace := int .Values.terminationGracePeriodSeconds -}}
+{{- if le $grace (add $pause $drain) -}}
+{{- fail (printf "\n\nterminationGracePeriodSeconds (%d) must be larger than preStopSleepSeconds (%d) + config.shutdownTimeoutSecs (%d) = %d: the kubelet kills the pod when the grace period ends, which would cut billing's drain short.\nRaise terminationGracePeriodSeconds or lower the other two.\n" $grace $pause $drain (add $pause $drain)) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Refuses autoscaling and disruption settings that cannot work. */}}
+{{- define "billing.checkScaling" -}}
+{{- if and .Values.autoscaling.enabled (eq .Values.workload.kind "StatefulSet") -}}
+{{- fail "\n\nautoscaling.enabled is true but workload.kind is StatefulSet: the chart scales only the Deployment automatically. In StatefulSet mode every pod has its own name, DNS name and log claim (task 2), which `helm test` checks one by one and which scale-downs would leave behind.\nSet autoscaling.enabled=false and choose workload.replicas, or use workload.kind=Deployment.\n" -}}
+{{- end -}}
+{{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) -}}
+{{- fail (printf "\n\nautoscaling.minReplicas (%d) is larger than autoscaling.maxReplicas (%d).\n" (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) -}}
+{{- end -}}
+{{- $pdb := .Values.podDisruptionBudget -}}
+{{- if and $pdb.enabled (not (kindIs "invalid" $pdb.minAvailable)) (not (kindIs "invalid" $pdb.maxUnavailable)) -}}
+{{- fail "\n\npodDisruptionBudget sets both minAvailable and maxUnavailable; a PodDisruptionBudget takes one of them. Set the other to null.\n" -}}
+{{- end -}}
+{{- if and $pdb.enabled (kindIs "invalid" $pdb.minAvailable) (kindIs "invalid" $pdb.maxUnavailable) -}}
+{{- fail "\n\npodDisruptionBudget.enabled is true but neither minAvailable nor maxUnavailable is set.\n" -}}
 {{- end -}}
 {{- end -}}
 
@@ -298,6 +387,8 @@ two modes cannot drift apart. Usage: include "billing.podTemplate" (dict
 {{- define "billing.podTemplate" -}}
 {{- $root := .root -}}
 {{- include "billing.checkConnectionBudget" $root -}}
+{{- include "billing.checkShutdown" $root -}}
+{{- include "billing.checkScaling" $root -}}
 {{- with $root -}}
 metadata:
   labels:
@@ -361,6 +452,8 @@ spec:
           value: {{ .Values.config.maxConnections | quote }}
         - name: LOG_WRITE_TIMEOUT_SECS
           value: {{ .Values.config.logWriteTimeoutSecs | quote }}
+        - name: SHUTDOWN_TIMEOUT_SECS
+          value: {{ .Values.config.shutdownTimeoutSecs | quote }}
         - name: METRICS_ENABLED
           value: {{ .Values.metrics.enabled | quote }}
         {{- if .Values.logs.enabled }}
@@ -370,6 +463,18 @@ spec:
         {{- with .Values.extraEnv }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
+      {{- if gt (int .Values.preStopSleepSeconds) 0 }}
+      # The pod leaves the Services' endpoints when its deletion starts, but
+      # kube-proxy on every node, and clients holding a connection, take a
+      # moment to notice: billing keeps serving for preStopSleepSeconds, then
+      # gets SIGTERM and drains. An exec of the image's sleep (busybox's in
+      # the distroless :debug image), not the sleep action of Kubernetes 1.30,
+      # so the chart keeps working on 1.27-1.29.
+      lifecycle:
+        preStop:
+          exec:
+            command: ["sleep", {{ .Values.preStopSleepSeconds | quote }}]
+      {{- end }}
       readinessProbe:
         {{- toYaml .Values.readinessProbe | nindent 8 }}
       livenessProbe:
@@ -398,6 +503,16 @@ spec:
   {{- with .Values.affinity }}
   affinity:
     {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.topologySpreadConstraints }}
+  topologySpreadConstraints:
+    {{- range . }}
+    {{- $c := deepCopy . }}
+    {{- if not (hasKey $c "labelSelector") }}
+    {{- $_ := set $c "labelSelector" (dict "matchLabels" (include "billing.selectorLabels" $root | fromYaml)) }}
+    {{- end }}
+    {{- list $c | toYaml | nindent 4 }}
+    {{- end }}
   {{- end }}
   {{- with .Values.tolerations }}
   tolerations:
