@@ -259,3 +259,16 @@ def test_server_limits_and_log_format_are_passed_with_safe_defaults(helm):
     env = app_env(render(helm, sets={"config.logFormat": "json", "config.maxConnections": "500"}))
     assert (env["LOG_FORMAT"]["value"], env["MAX_CONNECTIONS"]["value"]) == ("json", "500")
 
+
+
+def test_listing_limits_reach_the_service(helm):
+    env = app_env(render(helm))
+    assert "GETALL_MAX_CONCURRENT" not in env, "null leaves billing its own default, a quarter of the pool"
+    assert (env["GETALL_STALL_TIMEOUT_SECS"]["value"], env["GETALL_TIMEOUT_SECS"]["value"]) == ("10", "300")
+    env = app_env(render(helm, sets={"config.getallMaxConcurrent": "3", "config.getallStallTimeoutSecs": "30"}))
+    assert (env["GETALL_MAX_CONCURRENT"]["value"], env["GETALL_STALL_TIMEOUT_SECS"]["value"]) == ("3", "30")
+
+
+def test_more_listings_than_pooled_connections_is_refused(helm):
+    error = render_error(helm, "--set", "config.getallMaxConcurrent=21")
+    assert "config.getallMaxConcurrent (21) must be at most config.databasePoolSize (20)" in error

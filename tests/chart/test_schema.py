@@ -74,6 +74,18 @@ def _write(tmp_path: Path, text: str) -> str:
 # value and what is wrong with it.
 REJECTIONS = [
     (
+        "listing-stall-timeout-zero",
+        ["--set", "config.getallStallTimeoutSecs=0"],
+        "config.getallStallTimeoutSecs: Must be greater than or equal to 1",
+        "at '/config/getallStallTimeoutSecs': minimum: got 0, want 1",
+    ),
+    (
+        "listings-not-a-number",
+        ["--set", "config.getallMaxConcurrent=many"],
+        "config.getallMaxConcurrent: Invalid type. Expected: [integer,null], given: string",
+        "at '/config/getallMaxConcurrent': got string, want null or integer",
+    ),
+    (
         "unknown-log-format",
         ["--set", "config.logFormat=yaml"],
         'config.logFormat must be one of the following: "text", "json"',

@@ -438,6 +438,18 @@ spec:
           value: {{ .Values.config.databaseReadConnections | quote }}
         - name: DATABASE_TIMEOUT_SECS
           value: {{ .Values.config.databaseTimeoutSecs | quote }}
+        {{- $pool := int .Values.config.databasePoolSize }}
+        {{- with .Values.config.getallMaxConcurrent }}
+        {{- if gt (int .) $pool }}
+        {{- fail (printf "config.getallMaxConcurrent (%d) must be at most config.databasePoolSize (%d): each listing holds one of the pool's connections" (int .) $pool) }}
+        {{- end }}
+        - name: GETALL_MAX_CONCURRENT
+          value: {{ . | quote }}
+        {{- end }}
+        - name: GETALL_STALL_TIMEOUT_SECS
+          value: {{ .Values.config.getallStallTimeoutSecs | quote }}
+        - name: GETALL_TIMEOUT_SECS
+          value: {{ .Values.config.getallTimeoutSecs | quote }}
         - name: RUST_LOG
           value: {{ .Values.config.rustLog | quote }}
         - name: LOG_FORMAT
