@@ -67,15 +67,24 @@ async fn stalled_listings_cannot_starve_payments() -> TestResult {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    // A cut-off client that reads now finds a body that ends without its closing bracket, not a complete array.
-    let mut first = stalled.swap_remove(0);
-    let mut received = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(20), first.read_to_end(&mut received)).await;
-    assert!(read.is_ok(), "the cut-off connection was not closed");
-    let text = String::from_utf8_lossy(&received);
-    assert!(text.starts_with("HTTP/1.1 200"), "{}", &text[..text.len().min(200)]);
-    assert!(!text.ends_with("]\r\n0\r\n\r\n"), "a cut-off listing ended like a complete one");
-    drop(stalled);
+    // Each stalled client reads now. Those whose listing ran (five at a time: the first five, then others that got
+    // a turn when those were cut off) find a body cut off without its closing bracket, not a complete array; the
+    // rest were told to come back (503 busy) after waiting DATABASE_TIMEOUT_SECS for a turn.
+    let (mut cut_off, mut busy) = (0, 0);
+    for mut stream in stalled {
+        let mut received = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut received)).await;
+        assert!(read.is_ok(), "a stalled connection was not closed");
+        let text = String::from_utf8_lossy(&received);
+        if text.starts_with("HTTP/1.1 200") {
+            assert!(!text.ends_with("]\r\n0\r\n\r\n"), "a cut-off listing ended like a complete one");
+            cut_off += 1;
+        } else {
+            assert!(text.starts_with("HTTP/1.1 503") && text.contains("\"busy\""), "{}", &text[..text.len().min(300)]);
+            busy += 1;
+        }
+    }
+    assert!(cut_off >= 5 && busy >= 1 && cut_off + busy == STALLED, "{cut_off} cut off, {busy} busy");
 
     // Every connection the listings used is clean: a full listing read normally returns every row.
     let rows: Vec<Value> = app.client.get(app.url("/getall")).send().await?.json().await?;
