@@ -137,6 +137,20 @@ our_storageclasses() {
   "$KUBECTL" get storageclass -o go-template='{{range .items}}{{if .metadata.annotations}}{{if eq (index .metadata.annotations "meta.helm.sh/release-namespace") "'"$NS"'"}}{{.metadata.name}}{{"\n"}}{{end}}{{end}}{{end}}' 2>/dev/null || true
 }
 
+# The release's PVs and StorageClasses, those seen before the uninstall ($1, $2) and any still there: the PVs
+# are Retain, so they outlive their claims. Sets REMOVED to what it removed, for the cleanup's last line.
+remove_volumes_and_classes() {
+  local pvs scs
+  pvs=$(printf '%s\n%s\n' "$1" "$(our_pvs)" | sort -u | sed '/^$/d')
+  scs=$(printf '%s\n%s\n' "$2" "$(our_storageclasses)" | sort -u | sed '/^$/d')
+  # shellcheck disable=SC2086
+  [[ -z $pvs ]] || timeout 90 "$KUBECTL" delete pv $pvs --wait=true --timeout=80s >/dev/null 2>&1 \
+    || say "  could not delete PVs: $pvs"
+  # shellcheck disable=SC2086
+  [[ -z $scs ]] || timeout 60 "$KUBECTL" delete storageclass $scs >/dev/null 2>&1
+  REMOVED="${pvs:+, PVs $(tr "\n" " " <<<"$pvs")}${scs:+, StorageClass $(tr "\n" " " <<<"$scs")}"
+}
+
 cleanup() {
   local rc=$?
   set +e
@@ -166,14 +180,8 @@ cleanup() {
     fi
     timeout 120 "$KUBECTL" -n "$NS" delete pvc,secret -l "app.kubernetes.io/instance=$RELEASE" --wait=true --timeout=100s >/dev/null 2>&1 \
       || say "  could not delete the claims and kept Secrets of $RELEASE"
-    pvs=$(printf '%s\n%s\n' "$pvs" "$(our_pvs)" | sort -u | sed '/^$/d')
-    scs=$(printf '%s\n%s\n' "$scs" "$(our_storageclasses)" | sort -u | sed '/^$/d')
-    # shellcheck disable=SC2086
-    [[ -z $pvs ]] || timeout 90 "$KUBECTL" delete pv $pvs --wait=true --timeout=80s >/dev/null 2>&1 \
-      || say "  could not delete PVs: $pvs"
-    # shellcheck disable=SC2086
-    [[ -z $scs ]] || timeout 60 "$KUBECTL" delete storageclass $scs >/dev/null 2>&1
-    say "  removed release $RELEASE and its claims from $NS${pvs:+, PVs $(tr "\n" " " <<<"$pvs")}${scs:+, StorageClass $(tr "\n" " " <<<"$scs")}"
+    remove_volumes_and_classes "$pvs" "$scs"
+    say "  removed release $RELEASE and its claims from $NS$REMOVED"
   elif [[ ${CREATED_NS:-0} == 1 ]]; then
     say "cleaning up namespace $NS"
     local pvs scs
@@ -181,14 +189,8 @@ cleanup() {
     timeout 120 "$HELM" --namespace "$NS" uninstall "$RELEASE" --wait --timeout 90s >/dev/null 2>&1
     timeout 150 "$KUBECTL" delete namespace "$NS" --wait=true --timeout=140s >/dev/null 2>&1 \
       || say "  namespace $NS not gone in time"
-    pvs=$(printf '%s\n%s\n' "$pvs" "$(our_pvs)" | sort -u | sed '/^$/d')
-    scs=$(printf '%s\n%s\n' "$scs" "$(our_storageclasses)" | sort -u | sed '/^$/d')
-    # shellcheck disable=SC2086
-    [[ -z $pvs ]] || timeout 90 "$KUBECTL" delete pv $pvs --wait=true --timeout=80s >/dev/null 2>&1 \
-      || say "  could not delete PVs: $pvs"
-    # shellcheck disable=SC2086
-    [[ -z $scs ]] || timeout 60 "$KUBECTL" delete storageclass $scs >/dev/null 2>&1
-    say "  removed namespace $NS${pvs:+, PVs $(tr "\n" " " <<<"$pvs")}${scs:+, StorageClass $(tr "\n" " " <<<"$scs")}"
+    remove_volumes_and_classes "$pvs" "$scs"
+    say "  removed namespace $NS$REMOVED"
   fi
   # a passing run leaves nothing behind in a directory it chose itself
   if ((rc == 0)) && [[ -z $ARTIFACTS_GIVEN && $KEEP != 1 ]]; then rm -rf "$ARTIFACTS"; fi
