@@ -96,7 +96,7 @@ async fn two_thousand_concurrent_adds_over_three_instances() -> TestResult {
         let service = ServiceProcess::spawn(
             BIN.as_ref(),
             // This test is about correctness under concurrency, not latency: on a loaded 2-core machine 2,000
-            // requests queued on 3 pools of 10 may wait longer than the default 5 s for a connection.
+            // requests queued on the 3 processes' writers may wait longer than the default 5 s for their batch.
             &[
                 ("DATABASE_URL", &url),
                 ("LOG_FILE", &log_str),
