@@ -44,9 +44,9 @@ def test_external_database_without_password(helm):
     assert not r.all("Secret")
 
 
-def test_external_database_requires_a_url(helm):
+def test_external_database_requires_a_url_or_a_host(helm):
     err = render_error(helm, "--set", "postgresql.enabled=false")
-    assert "externalDatabase.url is required" in err
+    assert "externalDatabase.host (with port, database, user) or externalDatabase.url is required" in err
 
 
 def test_bundled_postgresql_with_existing_secret(helm):
@@ -224,22 +224,85 @@ def test_connection_budget_of_the_bundled_postgresql(helm):
 
 def test_external_database_tls_settings(helm):
     """Every libpq sslmode is passed through; what billing would refuse at start the chart refuses first: an
-    unknown mode, verify-ca/verify-full without a CA (the chart mounts none yet), system roots without verify-full."""
+    unknown mode, verify-ca/verify-full without a CA (from caCert or sslrootcert=), system roots without
+    verify-full."""
     for query in ("sslmode=require", "sslmode=allow", "sslmode=verify-full&sslrootcert=system",
                   "sslmode=verify-ca&sslrootcert=/etc/ssl/certs/ca-certificates.crt", "sslrootcert=system"):
         url = f"postgres://billing@db:5432/billing?{query}"
         r = render(helm, sets={"postgresql.enabled": "false", "externalDatabase.url": url})
         assert app_env(r)["DATABASE_URL"]["value"] == url
     refused = {
-        "sslmode=verify-full": "asks for sslmode=verify-full, which needs the CA certificate",
-        "application_name=x&sslmode=verify-ca": "asks for sslmode=verify-ca, which needs the CA certificate",
-        "sslmode=verify": "asks for sslmode=verify, which billing does not know",
-        "sslmode=require&sslrootcert=system": "combines sslrootcert=system with sslmode=require",
+        "sslmode=verify-full": "externalDatabase asks for sslmode=verify-full, which needs the CA certificate",
+        "application_name=x&sslmode=verify-ca": "externalDatabase asks for sslmode=verify-ca, which needs the CA certificate",
+        "sslmode=verify": "externalDatabase.url asks for sslmode=verify, which billing does not know",
+        "sslmode=require&sslrootcert=system": "externalDatabase.url combines sslrootcert=system with sslmode=require",
     }
     for query, message in refused.items():
         err = render_error(helm, "--set", "postgresql.enabled=false",
                            "--set", f"externalDatabase.url=postgres://billing@db:5432/billing?{query}")
-        assert f"externalDatabase.url {message}" in err, err
+        assert message in err, err
+
+
+EXTERNAL_HOST = {"postgresql.enabled": "false", "externalDatabase.host": "db.example.com",
+                 "externalDatabase.port": "6432", "externalDatabase.database": "ledger",
+                 "externalDatabase.user": "payer", "externalDatabase.existingSecret": "db-creds"}
+
+
+def _mounts(r, kind="Deployment", name="billing"):
+    pod = r.get(kind, name)["spec"]["template"]["spec"]
+    c = next(c for c in pod["containers"] if c["name"] == "billing")
+    return c.get("volumeMounts", []), pod.get("volumes", [])
+
+
+def test_external_database_from_its_fields_with_a_ca_from_a_secret(helm):
+    """host, port, database, user and sslmode make the URL; the CA comes from a Secret, mounted read-only and given
+    as PGSSLROOTCERT; the chart then makes no PostgreSQL, StorageClass or claim."""
+    r = render(helm, sets={**EXTERNAL_HOST, "externalDatabase.sslmode": "verify-full",
+                           "externalDatabase.caCert.secretName": "db-ca", "externalDatabase.caCert.key": "root.pem"})
+    env = app_env(r)
+    assert env["DATABASE_URL"]["value"] == "postgres://payer@db.example.com:6432/ledger?sslmode=verify-full"
+    assert env["PGSSLROOTCERT"]["value"] == "/etc/billing/database-ca/root.pem"
+    assert env["DATABASE_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "db-creds"
+    mounts, volumes = _mounts(r)
+    assert {"name": "database-ca", "mountPath": "/etc/billing/database-ca", "readOnly": True} in mounts
+    ca = next(v for v in volumes if v["name"] == "database-ca")
+    assert ca["secret"] == {"secretName": "db-ca", "items": [{"key": "root.pem", "path": "root.pem"}]}
+    assert not r.all("StorageClass") and not r.all("PersistentVolumeClaim")
+    assert not [o for o in r.all("Deployment") if "postgresql" in o["metadata"]["name"]]
+
+
+def test_external_database_ca_from_a_configmap_in_statefulset_mode(helm):
+    r = render(helm, "-f", str(CHART.parent.parent / "values" / "task2.yaml"),
+               sets={**EXTERNAL_HOST, "externalDatabase.sslmode": "verify-ca",
+                     "externalDatabase.caCert.configMapName": "db-ca"})
+    env = app_env(r, "StatefulSet", "billing-stateful")
+    assert env["PGSSLROOTCERT"]["value"] == "/etc/billing/database-ca/ca.crt"
+    mounts, volumes = _mounts(r, "StatefulSet", "billing-stateful")
+    assert [m["name"] for m in mounts] == ["log", "database-ca"]
+    ca = next(v for v in volumes if v["name"] == "database-ca")
+    assert ca["configMap"] == {"name": "db-ca", "items": [{"key": "ca.crt", "path": "ca.crt"}]}
+
+
+def test_half_filled_external_database_settings_are_refused_by_name(helm):
+    cases = {
+        ("externalDatabase.user",): "externalDatabase.host is set, so externalDatabase.user is required too",
+        ("externalDatabase.database",): "externalDatabase.host is set, so externalDatabase.database is required too",
+    }
+    for cleared, message in cases.items():
+        args = [a for k, v in EXTERNAL_HOST.items() for a in ("--set", f"{k}={v}")]
+        args += [a for k in cleared for a in ("--set", f"{k}=")]
+        assert message in render_error(helm, *args)
+    both = [a for k, v in EXTERNAL_HOST.items() for a in ("--set", f"{k}={v}")]
+    assert "externalDatabase.url and externalDatabase.host are both set" in render_error(
+        helm, *both, "--set", "externalDatabase.url=postgres://b@db/b")
+    assert ".secretName and .configMapName are both set" in render_error(
+        helm, *both, "--set", "externalDatabase.caCert.secretName=a", "--set", "externalDatabase.caCert.configMapName=b")
+    assert "give the CA one way" in render_error(
+        helm, "--set", "postgresql.enabled=false", "--set", "externalDatabase.caCert.secretName=a",
+        "--set", "externalDatabase.url=postgres://b@db/b?sslmode=verify-full&sslrootcert=/x.pem")
+    assert "with externalDatabase.url, put sslmode= in the URL" in render_error(
+        helm, "--set", "postgresql.enabled=false", "--set", "externalDatabase.sslmode=require",
+        "--set", "externalDatabase.url=postgres://b@db/b")
 
 
 def test_server_limits_and_log_format_are_passed_with_safe_defaults(helm):

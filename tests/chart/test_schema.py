@@ -74,6 +74,12 @@ def _write(tmp_path: Path, text: str) -> str:
 # value and what is wrong with it.
 REJECTIONS = [
     (
+        "external-sslmode-unknown",
+        ["--set", "externalDatabase.sslmode=verify"],
+        "externalDatabase.sslmode: externalDatabase.sslmode must be one of the following:",
+        "at '/externalDatabase/sslmode': value must be one of",
+    ),
+    (
         "listing-stall-timeout-zero",
         ["--set", "config.getallStallTimeoutSecs=0"],
         "config.getallStallTimeoutSecs: Must be greater than or equal to 1",

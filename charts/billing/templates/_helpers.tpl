@@ -136,22 +136,67 @@ and nothing needs URL-encoding.
 {{- if .Values.postgresql.enabled -}}
 {{- printf "postgres://%s@%s:%d/%s" .Values.postgresql.auth.username (include "billing.postgresql.fullname" .) (int .Values.postgresql.service.port) .Values.postgresql.auth.database -}}
 {{- else -}}
-{{- $url := required "postgresql.enabled is false, so externalDatabase.url is required (postgres://user@host:5432/db, without the password)" .Values.externalDatabase.url -}}
+{{- $ext := .Values.externalDatabase -}}
+{{- $url := "" -}}
+{{- if and $ext.url $ext.host -}}
+{{- fail "\n\nexternalDatabase.url and externalDatabase.host are both set: give the whole URL, or host, port, database, user and sslmode, not both.\n" -}}
+{{- else if $ext.host -}}
+{{- range $key := list "database" "user" -}}
+{{- if not (index $ext $key) -}}
+{{- fail (printf "\n\nexternalDatabase.host is set, so externalDatabase.%s is required too.\n" $key) -}}
+{{- end -}}
+{{- end -}}
+{{- $url = printf "postgres://%s@%s:%d/%s" $ext.user $ext.host (int $ext.port) $ext.database -}}
+{{- if $ext.sslmode -}}
+{{- $url = printf "%s?sslmode=%s" $url $ext.sslmode -}}
+{{- end -}}
+{{- else if $ext.url -}}
+{{- if $ext.sslmode -}}
+{{- fail "\n\nexternalDatabase.sslmode goes with externalDatabase.host; with externalDatabase.url, put sslmode= in the URL.\n" -}}
+{{- end -}}
+{{- $url = $ext.url -}}
+{{- else -}}
+{{- fail "\n\npostgresql.enabled is false, so externalDatabase.host (with port, database, user) or externalDatabase.url is required (postgres://user@host:5432/db, without the password).\n" -}}
+{{- end -}}
 {{- /* The TLS settings billing would refuse at start are refused here first. */ -}}
 {{- $mode := regexReplaceAll "^[?&]sslmode=" (regexFind "[?&]sslmode=[^&]*" $url) "" -}}
 {{- $root := regexReplaceAll "^[?&]sslrootcert=" (regexFind "[?&]sslrootcert=[^&]*" $url) "" -}}
+{{- $ca := include "billing.databaseCaSource" . -}}
 {{- if and $mode (not (has $mode (list "disable" "allow" "prefer" "require" "verify-ca" "verify-full"))) -}}
 {{- fail (printf "\n\nexternalDatabase.url asks for sslmode=%s, which billing does not know: use disable, allow, prefer, require, verify-ca or verify-full.\n" $mode) -}}
 {{- end -}}
 {{- if and (eq $root "system") $mode (ne $mode "verify-full") -}}
 {{- fail (printf "\n\nexternalDatabase.url combines sslrootcert=system with sslmode=%s: the system's CAs vouch for any host, so billing accepts them only with sslmode=verify-full.\n" $mode) -}}
 {{- end -}}
-{{- if and (has $mode (list "verify-ca" "verify-full")) (not $root) -}}
-{{- fail (printf "\n\nexternalDatabase.url asks for sslmode=%s, which needs the CA certificate that signed the server's, and the chart does not mount one yet.\nAdd sslrootcert=system (verify-full, for a certificate from a public CA, checked against the image's trusted CAs), or use sslmode=require (encrypted, certificate not checked).\n" $mode) -}}
+{{- if and $root $ca -}}
+{{- fail "\n\nexternalDatabase.url names sslrootcert= and externalDatabase.caCert is set too: give the CA one way.\n" -}}
+{{- end -}}
+{{- if and (has $mode (list "verify-ca" "verify-full")) (not $root) (not $ca) -}}
+{{- fail (printf "\n\nexternalDatabase asks for sslmode=%s, which needs the CA certificate that signed the server's.\nSet externalDatabase.caCert.secretName (or .configMapName) and .key to the CA's PEM file, or add sslrootcert=system to the URL (verify-full, for a certificate from a public CA, checked against the image's trusted CAs).\n" $mode) -}}
 {{- end -}}
 {{- $url -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+Where the external database's CA certificate comes from: "secret", "configMap",
+or "" for none. Both set is refused.
+*/}}
+{{- define "billing.databaseCaSource" -}}
+{{- if not .Values.postgresql.enabled -}}
+{{- $ca := .Values.externalDatabase.caCert -}}
+{{- if and $ca.secretName $ca.configMapName -}}
+{{- fail "\n\nexternalDatabase.caCert.secretName and .configMapName are both set: the CA comes from one of them.\n" -}}
+{{- else if $ca.secretName -}}
+secret
+{{- else if $ca.configMapName -}}
+configMap
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The CA file's directory in the billing container. */}}
+{{- define "billing.databaseCaDir" -}}/etc/billing/database-ca{{- end -}}
 
 {{/* Name of the Secret holding the database password ("" when there is none). */}}
 {{- define "billing.databaseSecretName" -}}
@@ -432,6 +477,12 @@ spec:
               name: {{ $secretName | quote }}
               key: {{ include "billing.databaseSecretKey" . | quote }}
         {{- end }}
+        {{- if include "billing.databaseCaSource" . }}
+        # The CA that signed the external database's certificate, for
+        # sslmode=verify-ca/verify-full (and checked chains under prefer/require).
+        - name: PGSSLROOTCERT
+          value: {{ printf "%s/%s" (include "billing.databaseCaDir" .) .Values.externalDatabase.caCert.key | quote }}
+        {{- end }}
         - name: DATABASE_POOL_SIZE
           value: {{ .Values.config.databasePoolSize | quote }}
         - name: DATABASE_READ_CONNECTIONS
@@ -495,18 +546,46 @@ spec:
         {{- toYaml .Values.resources | nindent 8 }}
       securityContext:
         {{- toYaml .Values.securityContext | nindent 8 }}
-      {{- if .Values.logs.enabled }}
+      {{- $caSource := include "billing.databaseCaSource" . }}
+      {{- if or .Values.logs.enabled $caSource }}
       volumeMounts:
+        {{- if .Values.logs.enabled }}
         - name: log
           mountPath: {{ include "billing.logDir" . | quote }}
+        {{- end }}
+        {{- if $caSource }}
+        - name: database-ca
+          mountPath: {{ include "billing.databaseCaDir" . | quote }}
+          readOnly: true
+        {{- end }}
       {{- end }}
-  {{- if and .Values.logs.enabled (eq $.logVolume "emptyDir") }}
+  {{- $emptyDirLog := and .Values.logs.enabled (eq $.logVolume "emptyDir") }}
+  {{- if or $emptyDirLog $caSource }}
   volumes:
+    {{- if $emptyDirLog }}
     # A Deployment's replicas cannot each own a claim: the log lives as long
     # as the pod. StatefulSet mode gives every pod a volume of its own.
     - name: log
       emptyDir:
         sizeLimit: {{ .Values.logs.persistence.size | quote }}
+    {{- end }}
+    {{- with .Values.externalDatabase.caCert }}
+    {{- if eq $caSource "secret" }}
+    - name: database-ca
+      secret:
+        secretName: {{ .secretName | quote }}
+        items:
+          - key: {{ .key | quote }}
+            path: {{ .key | quote }}
+    {{- else if eq $caSource "configMap" }}
+    - name: database-ca
+      configMap:
+        name: {{ .configMapName | quote }}
+        items:
+          - key: {{ .key | quote }}
+            path: {{ .key | quote }}
+    {{- end }}
+    {{- end }}
   {{- end }}
   {{- with .Values.nodeSelector }}
   nodeSelector:
