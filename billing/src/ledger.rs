@@ -22,9 +22,9 @@ impl Query {
 
     pub fn sql(self) -> &'static str {
         match self {
-            // The advisory lock (key 0x62696c6c696e6757, "billingW", writer.rs's COMMIT_ORDER_LOCK_KEY) is taken
-            // before any row reaches the INSERT, since every row of the join needs the lock's one row, and the
-            // ORDER BY's sort needs every row: so before any id is drawn. It is held until the commit is durable.
+            // The advisory lock (key 0x62696c6c696e6757, "billingW" in ASCII; bench/pgbench/add_batch.sql uses the
+            // same) is taken before the first row reaches the INSERT, where the ids are drawn: every row of the
+            // join needs the lock's one row. It is held until the commit is durable (writer.rs says why).
             Query::InsertBatch => {
                 "WITH ordered AS MATERIALIZED (SELECT 1 FROM pg_advisory_xact_lock(7091318301152667479)) \
                  INSERT INTO transactions (client_id, amount) \
