@@ -13,7 +13,7 @@ use crate::models::{NewTransaction, Transaction};
 use crate::pipeline::{Pipelines, Shared};
 use crate::tls::Tls;
 use crate::txlog::TxLog;
-use crate::writer::{self, Batches, Writer};
+use crate::writer::{Batches, Writer};
 
 #[derive(Clone)]
 pub struct App {
@@ -67,12 +67,6 @@ impl App {
 
     pub fn is_stopping(&self) -> bool {
         self.stopping.load(Ordering::Acquire)
-    }
-
-    /// PostgreSQL's own bound on each statement (see [`db::Session`]): past the service's timeout and both cancel
-    /// graces, so it only ends what the service's own cancel could not.
-    pub fn statement_timeout(query_timeout: Duration) -> Duration {
-        query_timeout + 2 * writer::CANCEL_GRACE
     }
 
     pub fn tls(&self) -> &Tls {

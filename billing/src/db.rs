@@ -101,6 +101,20 @@ impl PgConn {
     }
 }
 
+/// How long a statement past its timeout waits for its cancel request to be sent, and then for its own answer.
+pub const CANCEL_GRACE: Duration = Duration::from_secs(2);
+
+/// Sends PostgreSQL a cancel request for the statement running on `token`'s connection, with the connections' TLS
+/// settings (a server that accepts only TLS refuses a plain cancel request), within [`CANCEL_GRACE`]. The error
+/// says why it was not sent.
+pub async fn send_cancel(token: &tokio_postgres::CancelToken, tls: &Tls) -> Result<(), String> {
+    match tokio::time::timeout(CANCEL_GRACE, token.cancel_query(tls.connector())).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(describe(&e)),
+        Err(_) => Err(format!("no answer within {}s", CANCEL_GRACE.as_secs())),
+    }
+}
+
 /// What every new connection runs first.
 #[derive(Clone)]
 pub struct Session {
@@ -111,6 +125,12 @@ pub struct Session {
 }
 
 impl Session {
+    /// For a service whose own bound on a query is `query_timeout` (`DATABASE_TIMEOUT_SECS`): PostgreSQL's bound
+    /// lies past it and both cancel graces, so it only ends what the service's own cancel could not.
+    pub fn for_query_timeout(query_timeout: Duration) -> Self {
+        Session { statement_timeout: query_timeout + 2 * CANCEL_GRACE }
+    }
+
     fn setup_sql(&self) -> String {
         format!("SET statement_timeout = {}", self.statement_timeout.as_millis())
     }

@@ -36,8 +36,6 @@ use crate::validation::{self, Page};
 
 const CHUNK_BYTES: usize = 32 * 1024;
 const CHUNKS_IN_FLIGHT: usize = 4;
-/// How long a cut-off listing's statement gets to answer its cancel request before its connection is discarded.
-const CANCEL_GRACE: Duration = Duration::from_secs(2);
 
 type Chunk = Result<Bytes, std::io::Error>;
 
@@ -150,10 +148,11 @@ impl Producer {
     /// Ends a listing that did not run to its end. Its statement may still be running (the client stopped reading,
     /// or the database did not answer in time): it is cancelled and the transaction rolled back, so that nothing
     /// of it is left on the connection the pool hands out next; a connection where that does not finish within
-    /// [`CANCEL_GRACE`] is discarded instead.
+    /// [`db::CANCEL_GRACE`] is discarded instead.
     async fn abandon(&self, conn: &DbConn) {
-        let _ = tokio::time::timeout(CANCEL_GRACE, conn.cancel_token().cancel_query(self.app.tls().connector())).await;
-        match tokio::time::timeout(CANCEL_GRACE, conn.client().batch_execute("ROLLBACK")).await {
+        // Not sent (the database is gone): the ROLLBACK below then fails or times out, and the connection is dropped.
+        let _ = db::send_cancel(&conn.cancel_token(), self.app.tls()).await;
+        match tokio::time::timeout(db::CANCEL_GRACE, conn.client().batch_execute("ROLLBACK")).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 log::debug!("GET /getall: ROLLBACK after a cut-off listing failed: {}", db::describe(&e));

@@ -54,8 +54,14 @@ pub struct WriteError {
 }
 
 impl WriteError {
-    pub fn not_committed(error: tokio_postgres::Error) -> Self {
+    fn not_committed(error: tokio_postgres::Error) -> Self {
         WriteError { error: Some(error), maybe_committed: false }
+    }
+
+    /// The SQLSTATE of PostgreSQL's answer when that answer proves nothing was committed (57014: cancelled; class
+    /// 23: a constraint refused a row), `None` when the outcome is open or PostgreSQL did not answer.
+    pub fn answered_code(&self) -> Option<&str> {
+        self.error.as_ref().filter(|_| !self.maybe_committed)?.code().map(tokio_postgres::error::SqlState::code)
     }
 
     /// The statement was sent and then `error` came, after a returned row or not.

@@ -47,7 +47,7 @@ pub async fn run(config: Config) -> Result<(), String> {
     if config.metrics_enabled {
         metrics::install(config.pool_size, config.log_file.is_some())?;
     }
-    let session = db::Session { statement_timeout: App::statement_timeout(config.database_timeout) };
+    let session = db::Session::for_query_timeout(config.database_timeout);
     let pool = db::build_pool(&config, session.clone()).await?;
     let txlog =
         config.log_file.clone().map(|path| TxLog::new(path, config.host_name.clone(), config.log_write_timeout));

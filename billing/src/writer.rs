@@ -40,9 +40,6 @@ use crate::txlog::TxLog;
 /// around 100 KiB.
 pub const MAX_BATCH: usize = 1024;
 
-/// How long a timed-out batch waits for its cancel request to be sent, and then for the statement's answer.
-pub const CANCEL_GRACE: Duration = Duration::from_secs(2);
-
 /// How long a batch whose requests were told "outcome unknown" is still awaited, so that if it commits after all
 /// its transaction-log lines are written. PostgreSQL's own `statement_timeout` ends it well before this.
 const LATE_WRITE_WAIT: Duration = Duration::from_secs(60);
@@ -186,15 +183,11 @@ impl Batches {
             Ok(result) => result,
             Err(_) => {
                 log::warn!("{ACTION}: no answer from the database within {waited}s; cancelling the statement");
-                match tokio::time::timeout(CANCEL_GRACE, cancel.cancel_query(self.tls.connector())).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => log::warn!("{ACTION}: could not send the cancel request: {}", db::describe(&e)),
-                    Err(_) => {
-                        log::warn!("{ACTION}: could not send the cancel request within {}s", CANCEL_GRACE.as_secs())
-                    }
+                if let Err(why) = db::send_cancel(&cancel, &self.tls).await {
+                    log::warn!("{ACTION}: could not send the cancel request: {why}");
                 }
-                match tokio::time::timeout(CANCEL_GRACE, &mut write).await {
-                    Ok(Err(e)) if is_cancelled(&e) => {
+                match tokio::time::timeout(db::CANCEL_GRACE, &mut write).await {
+                    Ok(Err(e)) if e.answered_code() == Some("57014") => {
                         metrics::database_error(DbErrorKind::Cancelled);
                         return Err(Failure::other(ApiError::unavailable(format!(
                             "the database did not answer within {waited}s while {ACTION}; the statement was \
@@ -213,9 +206,9 @@ impl Batches {
                 }
             }
         };
+        // SQLSTATE class 23: a row the database's constraints refuse.
         result.map_err(|e| Failure {
-            refused: !e.maybe_committed
-                && e.error.as_ref().and_then(tokio_postgres::Error::code).is_some_and(|c| c.code().starts_with("23")),
+            refused: e.answered_code().is_some_and(|code| code.starts_with("23")),
             error: ApiError::from_write(ACTION, &e),
         })
     }
@@ -260,13 +253,6 @@ fn take(batch: &mut Vec<Pending>, pending: Pending) {
     if pending.state.compare_exchange(QUEUED, TAKEN, Ordering::AcqRel, Ordering::Acquire).is_ok() {
         batch.push(pending);
     }
-}
-
-/// PostgreSQL's answer to a cancelled statement: SQLSTATE 57014, an ERROR, so the statement did not commit.
-fn is_cancelled(err: &WriteError) -> bool {
-    !err.maybe_committed
-        && err.error.as_ref().and_then(tokio_postgres::Error::code)
-            == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED)
 }
 
 fn no_row() -> ApiError {
