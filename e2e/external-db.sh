@@ -130,10 +130,12 @@ case $made in
 esac
 say "  ok: installed; the chart made only $made"
 
+# A refused connection means kube-proxy has not yet programmed the new Service (seen once, 3 s after the pod was
+# Ready); nothing was sent then, so retrying it cannot pay twice.
 say "a payment through billing"
 out=$(printf 'go\n' | timeout 150 "$KUBECTL" -n "$NS" run ext-client --rm -i --quiet --restart=Never \
   --image="$CLIENT_IMAGE" --image-pull-policy=IfNotPresent --pod-running-timeout=90s --command -- \
-  sh -c "read -r go; curl -sS --max-time 10 -X POST -w '\n%{http_code}' 'http://$RELEASE:8080/add?client_id=external&amount=42'") \
+  sh -c "read -r go; curl -sS --max-time 10 --retry 20 --retry-delay 1 --retry-connrefused -X POST -w '\n%{http_code}' 'http://$RELEASE:8080/add?client_id=external&amount=42'") \
   || fail "the client pod failed: $out"
 code=${out##*$'\n'}
 say "  POST /add -> HTTP $code: ${out%$'\n'*}"
