@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use billing_testkit::{PgOptions, PgServer, ServiceProcess};
-use common::{BIN, READY_TIMEOUT, TestResult, client, lock_transactions_in};
+use common::{BIN, READY_TIMEOUT, TestResult, client, lock_transactions_in, release_lock};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -60,7 +60,7 @@ async fn a_cancelled_write_is_safe_to_retry_whatever_the_servers_language() -> T
 async fn a_terminated_backend_is_a_503_that_says_nothing_was_recorded() -> TestResult {
     let (pg, service) = start(&[("DATABASE_TIMEOUT_SECS", "20")])?;
     let client = client()?;
-    let mut locker = lock_transactions_in(&pg, "billing", 10).await?;
+    let locker = lock_transactions_in(&pg, "billing", 10).await?;
     let pending = tokio::spawn(client.post(service.url("/add?client_id=doomed&amount=1")).send());
     let waiting = "SELECT pid FROM pg_stat_activity WHERE datname = 'billing' AND application_name = 'billing' \
                    AND wait_event_type = 'Lock'";
@@ -82,8 +82,7 @@ async fn a_terminated_backend_is_a_503_that_says_nothing_was_recorded() -> TestR
     );
     let message = body["message"].as_str().unwrap_or_default();
     assert!(message.contains("nothing was recorded") && message.contains("57P01"), "{message}");
-    let _ = locker.kill();
-    let _ = locker.wait();
+    release_lock(&pg, "billing", locker)?;
     assert_eq!(pg.psql("billing", "SELECT count(*) FROM transactions")?, "0");
     // The pool replaced the terminated connection.
     assert_eq!(client.post(service.url("/add?client_id=after&amount=1")).send().await?.status(), StatusCode::CREATED);

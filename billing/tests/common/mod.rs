@@ -125,3 +125,14 @@ pub async fn lock_transactions_in(
     }
     Ok(locker)
 }
+/// Ends the transaction [`lock_transactions_in`] began, now rather than when its `pg_sleep` would: killing `psql`
+/// would not do, its backend sleeps on with the lock. A test that waited for the sleep would leave its kept-alive
+/// HTTP connection idle for about as long, and one that outlived `HEADER_READ_TIMEOUT_SECS` would race the server
+/// closing it (a reset, seen in CI).
+pub fn release_lock(server: &PgServer, db: &str, mut locker: std::process::Child) -> Result<(), String> {
+    let holder = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                  WHERE application_name = 'psql' AND query LIKE '%pg_sleep%' AND pid <> pg_backend_pid()";
+    server.psql(db, holder)?;
+    locker.wait().map_err(|e| format!("waiting for the locking psql: {e}"))?;
+    Ok(())
+}
