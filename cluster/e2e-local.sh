@@ -49,6 +49,9 @@ teardown() {
   exit "$rc"
 }
 trap teardown EXIT
+# The host-safety checks use iptables and conntrack, which a fresh machine has only once up.sh's packages are in:
+# install them first (what up.sh would do anyway), so the snapshot is taken of the host up.sh really starts on.
+if ((do_up)) && [[ ${SKIP_DEPS:-} != 1 ]]; then bash "$here/install-deps.sh"; fi
 if ((check_host)); then
   bash "$here/host-safety.sh" refusal
   bash "$here/host-safety.sh" plant
