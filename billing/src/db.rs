@@ -4,11 +4,12 @@
 //! diesel-async turns every PostgreSQL error outside eight constraint kinds into a message without its SQLSTATE,
 //! and the message is in the server's language (`lc_messages`). error.rs classifies by SQLSTATE instead.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use diesel_async::AsyncPgConnection;
+use futures_util::StreamExt;
 use tokio::sync::OnceCell;
 use tokio_postgres::{Client, Statement};
 
@@ -72,11 +73,20 @@ pub struct PgConn {
     /// Set when a statement may still be running on the connection (a cut-off listing whose cancel got no answer):
     /// the pool then discards it instead of handing it to the next request.
     poisoned: AtomicBool,
+    /// WARNINGs (SQLSTATE class 01) PostgreSQL has sent on this connection, counted by the task that drives it
+    /// before it reads on: a statement's warnings are counted by the time its answer arrives.
+    warnings: Arc<AtomicU64>,
 }
 
 impl PgConn {
-    fn new(client: Client) -> Self {
-        PgConn { client, statements: Default::default(), poisoned: AtomicBool::new(false) }
+    fn new(client: Client, warnings: Arc<AtomicU64>) -> Self {
+        PgConn { client, statements: Default::default(), poisoned: AtomicBool::new(false), warnings }
+    }
+
+    /// The count of WARNINGs received on this connection so far (see [`PgConn::warnings`]), to compare before and
+    /// after a statement.
+    pub fn warning_counter(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.warnings)
     }
 
     pub fn client(&self) -> &Client {
@@ -139,18 +149,46 @@ impl Session {
 /// Opens one connection with the configured TLS settings and session settings. The connect timeout is the
 /// configured one (`DATABASE_TIMEOUT_SECS`, set on `database`).
 pub async fn open(database: &tokio_postgres::Config, tls: &Tls, session: &Session) -> Result<PgConn, ConnectFailure> {
-    let (client, connection) = tls.connect(database).await?;
+    let (client, mut connection) = tls.connect(database).await?;
     let target = describe_database(database);
+    let warnings = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&warnings);
     tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            log::debug!("connection to {target} ended: {}", describe(&e));
+        // Driven message by message rather than as a plain future, which would only log the notices: a WARNING
+        // can change what an answer means (the writer's "committed locally, not confirmed by the standbys").
+        let mut messages = std::pin::pin!(futures_util::stream::poll_fn(|cx| connection.poll_message(cx)));
+        while let Some(message) = messages.next().await {
+            match message {
+                Ok(tokio_postgres::AsyncMessage::Notice(notice)) => {
+                    if notice.code().code().starts_with("01") {
+                        counted.fetch_add(1, Ordering::AcqRel);
+                        log::warn!("PostgreSQL on {target}: {}", describe_notice(&notice));
+                    } else {
+                        log::debug!("PostgreSQL on {target}: {}", describe_notice(&notice));
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    log::debug!("connection to {target} ended: {}", describe(&e));
+                    return;
+                }
+            }
         }
     });
     client.batch_execute(&session.setup_sql()).await.map_err(|e| ConnectFailure {
         message: format!("setting up the session failed: {}", describe(&e)),
         permanent: false,
     })?;
-    Ok(PgConn::new(client))
+    Ok(PgConn::new(client, warnings))
+}
+
+fn describe_notice(notice: &tokio_postgres::error::DbError) -> String {
+    let mut text = format!("{} (SQLSTATE {})", notice.message(), notice.code().code());
+    if let Some(detail) = notice.detail() {
+        text.push_str(": ");
+        text.push_str(detail);
+    }
+    text.replace('\n', " ")
 }
 
 /// tokio-postgres's error with what it wraps, on one line: its own text is only the kind ("db error", "error

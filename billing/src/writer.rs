@@ -19,6 +19,9 @@
 //!   and its neighbours are recorded;
 //! - the connection failed after the statement was sent and before PostgreSQL's answer, or neither the statement
 //!   nor its cancel was answered: the outcome is unknown, and each request is told so;
+//! - PostgreSQL committed but sent a WARNING: synchronous replication's wait for the standbys was cancelled, so the
+//!   rows may be on the primary alone. The outcome is unknown (a failover could lose them), and each request is told
+//!   so; the rows being committed, their log lines are written;
 //! - a payment that waited in the queue for `DATABASE_TIMEOUT_SECS` without being taken into a batch: nothing was
 //!   recorded, and it is then never written.
 
@@ -174,9 +177,12 @@ impl Batches {
         let conn = db::checkout(&self.pool).await.map_err(Failure::other)?;
         let cancel = conn.cancel_token();
         let mut write = Box::pin(async move {
+            let warnings = conn.warning_counter();
+            let before = warnings.load(Ordering::Acquire);
             let result = conn.insert_batch(&rows).await;
+            let warned = warnings.load(Ordering::Acquire) > before;
             drop(conn);
-            result
+            result.map(|rows| Written { rows, unconfirmed: warned })
         });
         let waited = self.query_timeout.as_secs();
         let result = match tokio::time::timeout(self.query_timeout, &mut write).await {
@@ -206,23 +212,52 @@ impl Batches {
                 }
             }
         };
-        // SQLSTATE class 23: a row the database's constraints refuse.
-        result.map_err(|e| Failure {
-            refused: e.answered_code().is_some_and(|code| code.starts_with("23")),
-            error: ApiError::from_write(ACTION, &e),
-        })
+        match result {
+            Ok(Written { rows, unconfirmed: false }) => Ok(rows),
+            Ok(Written { rows, unconfirmed: true }) => Err(Failure::other(self.unconfirmed(&rows).await)),
+            // SQLSTATE class 23: a row the database's constraints refuse.
+            Err(e) => Err(Failure {
+                refused: e.answered_code().is_some_and(|code| code.starts_with("23")),
+                error: ApiError::from_write(ACTION, &e),
+            }),
+        }
+    }
+
+    /// A batch PostgreSQL committed with a WARNING. The one a successful INSERT can carry is synchronous
+    /// replication's: the wait for the standbys' confirmation was cancelled (by our cancel past
+    /// `DATABASE_TIMEOUT_SECS`, or by `statement_timeout`), so the rows are committed on the primary but may be on no
+    /// other server, and a failover now would lose them. A 201 promises more than that: the clients are told the
+    /// outcome is unknown, and, the rows being committed, their log lines are written.
+    async fn unconfirmed(&self, rows: &[Transaction]) -> ApiError {
+        metrics::database_error(DbErrorKind::OutcomeUnknown);
+        let ids: Vec<String> = rows.iter().map(|t| t.id.to_string()).collect();
+        log::warn!(
+            "transactions {} committed with a warning (logged above), e.g. on the primary only, without the standbys' \
+             confirmation; their clients are told the outcome is unknown",
+            ids.join(", ")
+        );
+        if let Some(txlog) = &self.txlog {
+            for t in rows {
+                txlog.append(t).await;
+            }
+        }
+        ApiError::unavailable(format!(
+            "the database committed the payment but warned while {ACTION} (for example, the standbys did not confirm \
+             it in time, so it may be lost if the primary fails now); the payment may or may not be recorded: check \
+             before retrying"
+        ))
     }
 
     /// Keeps waiting for a batch whose clients were told the outcome is unknown, and writes its log lines if it
     /// commits.
     fn await_late(
         &self,
-        write: std::pin::Pin<Box<impl Future<Output = Result<Vec<Transaction>, WriteError>> + Send + 'static>>,
+        write: std::pin::Pin<Box<impl Future<Output = Result<Written, WriteError>> + Send + 'static>>,
     ) {
         let txlog = self.txlog.clone();
         tokio::spawn(async move {
             match tokio::time::timeout(LATE_WRITE_WAIT, write).await {
-                Ok(Ok(created)) => {
+                Ok(Ok(Written { rows: created, .. })) => {
                     let ids: Vec<String> = created.iter().map(|t| t.id.to_string()).collect();
                     log::warn!(
                         "transactions {} committed after their clients were told the outcome was unknown",
@@ -257,6 +292,12 @@ fn take(batch: &mut Vec<Pending>, pending: Pending) {
 
 fn no_row() -> ApiError {
     ApiError::internal("the database returned no row for the inserted transaction")
+}
+
+/// A batch PostgreSQL committed, and whether it sent a WARNING on the way ([`Writer::unconfirmed`]).
+struct Written {
+    rows: Vec<Transaction>,
+    unconfirmed: bool,
 }
 
 /// Why a batch failed, and whether the database's constraints refused one of its rows (SQLSTATE class 23).
