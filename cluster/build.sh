@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build (once, cached by version) the Kubernetes binaries, CoreDNS, minikube's
-# storage provisioner and the Prometheus server that the local cluster runs.
+# storage provisioner, the Prometheus server and the CloudNativePG operator that
+# the local cluster runs.
 # Everything lands outside the repository under $CLUSTER_CACHE (default
 # /var/cache/billing-cluster); a second run with the same versions does nothing.
 #
@@ -108,6 +109,23 @@ build_prometheus() {
   rmdir "$dir.tmp"
 }
 
+# The CloudNativePG operator (cmd/manager: the operator, and the instance manager it copies into every
+# PostgreSQL pod) from the wrapper module cluster/cnpg, for the same 403 reason as the provisioner. The -X
+# flags fill what `manager version` and the operator's log report.
+build_cnpg() {
+  local dir=$CNPG_BIN
+  if [[ -x $dir/manager ]]; then log "cloudnative-pg: cached in $dir"; return; fi
+  local want v=github.com/cloudnative-pg/cloudnative-pg/pkg/versions
+  want=$(cd "$here/cnpg" && go list -m -f '{{.Version}}' github.com/cloudnative-pg/cloudnative-pg)
+  [[ $want == "$CNPG_VERSION" ]] || { log "cnpg/go.mod has cloudnative-pg $want, versions.sh $CNPG_VERSION"; exit 1; }
+  log "cloudnative-pg $CNPG_VERSION: building github.com/cloudnative-pg/cloudnative-pg/cmd/manager"
+  mkdir -p "$dir"
+  (cd "$here/cnpg" && "${nice[@]}" go build \
+    -ldflags "-s -w -X $v.buildVersion=${CNPG_VERSION#v} -X $v.buildCommit=published-module-$CNPG_VERSION -X $v.buildDate=$(date -u +%Y-%m-%d)" \
+    -o "$dir/manager.tmp" github.com/cloudnative-pg/cloudnative-pg/cmd/manager)
+  mv "$dir/manager.tmp" "$dir/manager"
+}
+
 what=${1:-all}
 case $what in
   k8s) build_k8s ;;
@@ -115,12 +133,14 @@ case $what in
   coredns) go_install "$COREDNS_BIN" coredns "github.com/coredns/coredns@$COREDNS_VERSION" ;;
   provisioner) build_provisioner ;;
   prometheus) build_prometheus ;;
+  cnpg) build_cnpg ;;
   all)
     build_k8s
     build_etcd
     go_install "$COREDNS_BIN" coredns "github.com/coredns/coredns@$COREDNS_VERSION"
     build_provisioner
     build_prometheus
+    build_cnpg
     ;;
-  *) echo "usage: $0 [all|k8s|etcd|coredns|provisioner|prometheus]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|k8s|etcd|coredns|provisioner|prometheus|cnpg]" >&2; exit 2 ;;
 esac

@@ -12,9 +12,13 @@
 # PROMETHEUS_OPERATOR_VERSION), so the scenario checks the chart's
 # ServiceMonitor against it (--require-servicemonitor).
 #
-#   cluster/e2e-local.sh [--up] [--down] [scenario options...]
+#   cluster/e2e-local.sh [--up] [--down] [--ha] [scenario options...]
 #     --up     start the cluster first (cluster/up.sh; builds on the first run)
 #     --down   tear the cluster down afterwards, whatever the result
+#     --ha     instead of the course scenario, the high-availability one (e2e/ha.sh): the CloudNativePG
+#              operator built from its Go module (build.sh cnpg, images.sh cnpg) and installed
+#              (cnpg/operator.sh), a task-1 release migrated into a CloudNativePG Cluster, two failovers
+#              under load
 # The billing images come from target/release/billing (BILLING_BINARY to
 # override); cluster/images.sh billing re-imports them when the binary changed.
 set -euo pipefail
@@ -22,11 +26,12 @@ set -euo pipefail
 . "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/common.sh"
 repo=$(cd "$here/.." && pwd)
 
-do_up=0 do_down=0 args=()
+do_up=0 do_down=0 do_ha=0 args=()
 while (($#)); do
   case $1 in
     --up) do_up=1; shift ;;
     --down) do_down=1; shift ;;
+    --ha) do_ha=1; shift ;;
     *) args+=("$1"); shift ;;
   esac
 done
@@ -103,18 +108,37 @@ export KUBECTL=$K8S_BIN/kubectl
 ns_args=(--namespace default)
 for a in "${args[@]}"; do [[ $a == --namespace ]] && ns_args=(); done
 rc=0
-"$repo/e2e/scenario.sh" "${ns_args[@]}" \
-  --client-image "$IMG_CURL" \
-  --set "image.repository=$IMG_BILLING_REPO" \
-  --set "postgresql.image.repository=${IMG_POSTGRES%:*}" --set "postgresql.image.tag=${IMG_POSTGRES##*:}" \
-  --set "tests.image.repository=${IMG_CURL%:*}" --set "tests.image.tag=${IMG_CURL##*:}" \
-  --prometheus-image "$IMG_PROMETHEUS" --require-servicemonitor \
-  "${args[@]}" || rc=$?
-# Issue 11 §2: the chart against a PostgreSQL it does not make, over TLS verified with a CA from a ConfigMap.
-if ((rc == 0)); then
-  "$repo/e2e/external-db.sh" --kubectl "$KUBECTL" --helm "${HELM:-$repo/.tools/bin/helm3}" \
-    --client-image "$IMG_CURL" --postgres-image "$IMG_POSTGRES" \
-    --set "image.repository=$IMG_BILLING_REPO" || rc=$?
+if ((do_ha)); then
+  # Built and imported here, not by up.sh: only this scenario needs them.
+  bash "$here/build.sh" cnpg
+  bash "$here/images.sh" cnpg
+  for img in cnpg-operator:"$IMG_CNPG" cnpg-postgresql:"$IMG_CNPG_POSTGRES"; do
+    if ! ctr_ images ls -q | grep -qx "${img#*:}"; then
+      ctr_ images import "$IMAGES_DIR/${img%%:*}.tar" >/dev/null
+      log "imported ${img#*:}"
+    fi
+  done
+  bash "$here/cnpg/operator.sh" install
+  "$repo/e2e/ha.sh" --kubectl "$KUBECTL" --helm "${HELM:-$repo/.tools/bin/helm3}" \
+    --client-image "$IMG_CURL" --cnpg-postgres-image "$IMG_CNPG_POSTGRES" \
+    --set "image.repository=$IMG_BILLING_REPO" \
+    --set "postgresql.image.repository=${IMG_POSTGRES%:*}" --set "postgresql.image.tag=${IMG_POSTGRES##*:}" \
+    --set "tests.image.repository=${IMG_CURL%:*}" --set "tests.image.tag=${IMG_CURL##*:}" \
+    "${args[@]}" || rc=$?
+else
+  "$repo/e2e/scenario.sh" "${ns_args[@]}" \
+    --client-image "$IMG_CURL" \
+    --set "image.repository=$IMG_BILLING_REPO" \
+    --set "postgresql.image.repository=${IMG_POSTGRES%:*}" --set "postgresql.image.tag=${IMG_POSTGRES##*:}" \
+    --set "tests.image.repository=${IMG_CURL%:*}" --set "tests.image.tag=${IMG_CURL##*:}" \
+    --prometheus-image "$IMG_PROMETHEUS" --require-servicemonitor \
+    "${args[@]}" || rc=$?
+  # Issue 11 §2: the chart against a PostgreSQL it does not make, over TLS verified with a CA from a ConfigMap.
+  if ((rc == 0)); then
+    "$repo/e2e/external-db.sh" --kubectl "$KUBECTL" --helm "${HELM:-$repo/.tools/bin/helm3}" \
+      --client-image "$IMG_CURL" --postgres-image "$IMG_POSTGRES" \
+      --set "image.repository=$IMG_BILLING_REPO" || rc=$?
+  fi
 fi
 if ((rc != 0)); then
   mkdir -p "$E2E_ARTIFACTS/cluster"

@@ -12,10 +12,15 @@
 #   localhost/storage-provisioner:<version>  go install k8s.io/minikube/cmd/storage-provisioner
 #   localhost/prometheus:<version>           cmd/prometheus of github.com/prometheus/prometheus (build.sh),
 #                                            for the e2e's scrape of the billing pods
+#   localhost/cloudnative-pg:<version>      cmd/manager of github.com/cloudnative-pg/cloudnative-pg (build.sh cnpg),
+#                                            at /manager as in the operator's own image (it copies itself from
+#                                            there into every PostgreSQL pod); for the HA scenario only
+#   localhost/cnpg-postgresql:15-debian12    the postgres root filesystem with the postgres user as UID/GID 26
+#                                            and the binaries on PATH, as CloudNativePG's instance pods expect
 #   localhost/billing:v1.1, :v2.0            target/release/billing on Debian 12, user 65532:65532,
 #                                            ENTRYPOINT /usr/local/bin/billing, port 8080 (as the Dockerfile)
 #
-# Usage: images.sh [all|base|billing|pause|postgres|curl|prometheus]   (billing images are rebuilt whenever the binary changes)
+# Usage: images.sh [all|base|billing|cnpg|pause|postgres|curl|prometheus]   (billing images are rebuilt whenever the binary changes)
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)
@@ -107,6 +112,29 @@ img_postgres() {
   rm -rf "$w"
 }
 
+# CloudNativePG's instance manager runs initdb/postgres/pg_basebackup/pg_rewind/pg_dump from PATH as UID 26 (its
+# own images' postgres user): the same Debian PostgreSQL as localhost/postgres, with that user renumbered.
+img_cnpg_postgres() {
+  [[ -s $IMAGES_DIR/cnpg-postgresql.tar ]] && return
+  local w; w=$(mktemp -d)
+  tar -C "$w" -xf "$R/postgres.tar" ./etc/passwd ./etc/group
+  sed -i 's/^postgres:x:999:999:/postgres:x:26:26:/' "$w/etc/passwd"
+  sed -i 's/^postgres:x:999:/postgres:x:26:/' "$w/etc/group"
+  if ! grep -q '^postgres:x:26:26:' "$w/etc/passwd" || ! grep -q '^postgres:x:26:' "$w/etc/group"; then
+    log "cnpg-postgresql: no postgres user 999 to renumber in $R/postgres.tar"; return 1
+  fi
+  # /var/run is a symlink to /run in Debian: the socket directory is put at /run/postgresql, never over the link.
+  mkdir -p "$w/var/lib/postgresql" "$w/run/postgresql"
+  chown 26:26 "$w/var/lib/postgresql" "$w/run/postgresql"
+  chmod 2775 "$w/run/postgresql"
+  (cd "$w" && tar --numeric-owner -cf layer.tar ./etc/passwd ./etc/group ./var/lib/postgresql ./run/postgresql)
+  LAYERS=("$R/postgres.tar" "$w/layer.tar")
+  oci_build cnpg-postgresql "$IMG_CNPG_POSTGRES" --config.user 26:26 \
+    --config.env "PATH=/usr/lib/postgresql/$PG_MAJOR/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
+    --config.env LANG=C.UTF-8 --config.exposedports 5432/tcp
+  rm -rf "$w"
+}
+
 img_curl() {
   [[ -s $IMAGES_DIR/curl.tar ]] && return
   local w; w=$(mktemp -d)
@@ -157,11 +185,15 @@ case $what in
     img_from_go storage-provisioner "$IMG_PROVISIONER" "$PROVISIONER_BIN/storage-provisioner"
     img_from_go prometheus "$IMG_PROMETHEUS" "$PROMETHEUS_BIN/prometheus"
     ;;
+  cnpg)
+    img_from_go cnpg-operator "$IMG_CNPG" "$CNPG_BIN/manager"
+    img_cnpg_postgres
+    ;;
   billing) img_billing ;;
   pause) img_pause ;;
   postgres) img_postgres ;;
   curl) img_curl ;;
   prometheus) img_from_go prometheus "$IMG_PROMETHEUS" "$PROMETHEUS_BIN/prometheus" ;;
   all) "$0" base; img_billing || true ;;
-  *) echo "usage: $0 [all|base|billing|pause|postgres|curl|prometheus]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|base|billing|cnpg|pause|postgres|curl|prometheus]" >&2; exit 2 ;;
 esac

@@ -7,12 +7,14 @@ ETCD_VERSION=v3.6.4                  # go.etcd.io/etcd/server/v3 as required in 
 PROMETHEUS_MODULE_VERSION=v0.316.0   # github.com/prometheus/prometheus (Go module v0.316.0 = Prometheus 3.16.0)
 PROMETHEUS_VERSION=v3.16.0           # the release that module version is (its VERSION file)
 PROMETHEUS_OPERATOR_VERSION=v0.94.1  # github.com/prometheus-operator/prometheus-operator: its CRDs (example/prometheus-operator-crd); v0.95.x answer 403 here
+CNPG_VERSION=v1.30.0                 # github.com/cloudnative-pg/cloudnative-pg (see cnpg/go.mod): the HA scenario's operator
 CLUSTER_CACHE=${CLUSTER_CACHE:-/var/cache/billing-cluster}
 K8S_BIN=$CLUSTER_CACHE/k8s-$K8S_VERSION/bin
 COREDNS_BIN=$CLUSTER_CACHE/coredns-$COREDNS_VERSION/bin
 PROVISIONER_BIN=$CLUSTER_CACHE/minikube-$MINIKUBE_VERSION/bin
 ETCD_BIN=$CLUSTER_CACHE/etcd-$ETCD_VERSION/bin
 PROMETHEUS_BIN=$CLUSTER_CACHE/prometheus-$PROMETHEUS_VERSION/bin
+CNPG_BIN=$CLUSTER_CACHE/cnpg-$CNPG_VERSION/bin
 DEBIAN_SUITE=bookworm                # base of the postgres, curl and billing images (matches the service's Debian 12 glibc)
 PG_MAJOR=15                          # Debian bookworm's postgresql-15
 PAUSE_TAG=3.10-local
@@ -23,5 +25,8 @@ IMG_CURL=localhost/curl:debian12
 IMG_COREDNS=localhost/coredns:$COREDNS_VERSION
 IMG_PROVISIONER=localhost/storage-provisioner:$MINIKUBE_VERSION
 IMG_PROMETHEUS=localhost/prometheus:$PROMETHEUS_VERSION
+IMG_CNPG=localhost/cloudnative-pg:${CNPG_VERSION#v}
+# CloudNativePG reads the major version from the tag's leading number, and wants the postgres user as UID 26
+IMG_CNPG_POSTGRES=localhost/cnpg-postgresql:$PG_MAJOR-debian12
 IMG_BILLING_REPO=localhost/billing
 BILLING_TAGS="v1.1 v2.0"
