@@ -449,3 +449,15 @@ def test_notes_of_the_migration_say_what_comes_next(helm, cluster):
     assert "StorageClass billing-retain has reclaimPolicy Retain" in text
     text = install_notes(helm, cluster, {**MIGRATION, "postgresql.persistence.keep": "false"})
     assert "helm.sh/resource-policy: keep" not in text
+
+
+def test_after_the_migration_the_release_is_values_ha(helm):
+    """Step 4 of the migration (task 1, the Cluster, no bundled PostgreSQL, no import) renders what values/ha.yaml
+    does, so later upgrades may use either; its Cluster differs from the migration step's only by the import."""
+    after = cnpg(helm, values=("task1.yaml",), sets={"database.cnpg.enabled": "true", "postgresql.enabled": "false"})
+    ha = cnpg(helm, values=HA)
+    assert after.docs == ha.docs
+    during = cnpg(helm, values=("task1.yaml",), sets=MIGRATION).get("Cluster", "billing-db")
+    spec = json.loads(json.dumps(during["spec"]))
+    del spec["externalClusters"], spec["bootstrap"]["initdb"]["import"]
+    assert spec == ha.get("Cluster", "billing-db")["spec"]
