@@ -681,10 +681,12 @@ Cluster's name.
 {{- end -}}
 
 {{/*
-The Cluster's labels. Not those of the bundled PostgreSQL, whose
-NetworkPolicy must never select CloudNativePG's pods (the operator reaches
-their status port), nor anything with a version: operators can be told to
-copy a Cluster's labels to its pods.
+The Cluster's labels: the chart's shared set, as on its Secrets. Not the
+bundled PostgreSQL's selector labels, which an operator configured to copy a
+Cluster's labels to its pods would put under the bundled NetworkPolicy (the
+operator must reach those pods' status port); and no app.kubernetes.io/version,
+since the instances' PostgreSQL version is the operator's default or
+imageName's, which the chart cannot read.
 */}}
 {{- define "billing.cnpg.labels" -}}
 {{ include "billing.sharedLabels" . }}
