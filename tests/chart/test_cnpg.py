@@ -449,6 +449,8 @@ def test_notes_of_the_migration_say_what_comes_next(helm, cluster):
     assert "StorageClass billing-retain has reclaimPolicy Retain" in text
     text = install_notes(helm, cluster, {**MIGRATION, "postgresql.persistence.keep": "false"})
     assert "helm.sh/resource-policy: keep" not in text
+    assert ("That upgrade deletes the bundled data's claim billing-postgresql (postgresql.persistence.keep is false); its "
+            "volume\nstays, Released, only if StorageClass billing-retain has reclaimPolicy Retain.") in text
 
 
 def test_after_the_migration_the_release_is_values_ha(helm):
