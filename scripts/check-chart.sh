@@ -7,12 +7,16 @@
 #
 #  - helm lint --strict: default, task1 and task2 values, and both tasks with the
 #    ServiceMonitor and the dashboard on, Helm 3 and Helm 4
-#  - helm template of default/task1/task2/kind and of both tasks with every
-#    metrics object on (Helm 3 and Helm 4) and of every combination of the
-#    chart's six switches (Helm 3), validated by kubernetes-validate --strict
+#  - helm template of default/task1/task2/kind, of both tasks with every
+#    metrics object on, of values/ha.yaml and of task 1's migration to it
+#    (Helm 3 and Helm 4; CloudNativePG mode is told the Cluster CRD is there,
+#    which helm lint cannot be, so lint skips those two) and of every
+#    combination of the chart's six switches (Helm 3), validated by
+#    kubernetes-validate --strict
 #    against the oldest and newest supported Kubernetes (it knows no CRDs and
-#    warns about the ServiceMonitor: tests/chart/test_servicemonitor_crd.py
-#    checks that one against the Prometheus Operator's CRD schema)
+#    warns about the ServiceMonitor and the Cluster:
+#    tests/chart/test_servicemonitor_crd.py and tests/chart/test_cnpg.py
+#    check those against their operators' CRD schemas)
 #  - checkov over the rendered manifests (skips: tests/chart/checkov.yaml)
 #  - hadolint on the Dockerfile
 #  - yamllint on the values files, the checkov settings, e2e/prometheus.yaml and
@@ -63,6 +67,9 @@ done
 command -v go >/dev/null || die "go is not on PATH: tests/chart builds its PromQL parser and fetches the ServiceMonitor CRD with Go"
 command -v cargo >/dev/null || die "cargo is not on PATH: tests/chart/test_dashboard.py scrapes the real billing binary"
 METRICS_ON=(--set metrics.serviceMonitor.enabled=true --set metrics.dashboard.enabled=true)
+# CloudNativePG mode renders only where the operator's CRD is served.
+CNPG_API=(--api-versions postgresql.cnpg.io/v1/Cluster)
+CNPG_MIGRATION=(--set database.cnpg.enabled=true --set database.cnpg.import.enabled=true)
 # Helm must not see a cluster or the user's Helm settings while checking.
 HELM_HOME=$(mktemp -d)
 RENDERED=$(mktemp -d)
@@ -91,14 +98,16 @@ render() { # render HELM NAME ARGS...
 }
 count=0
 for helm in helm3 helm4; do
-    printf '[check-chart] $ %s template billing %s -f values/... (default, task1, task2, task2+kind, task1/task2 + metrics objects)\n' "$helm" "$CHART"
+    printf '[check-chart] $ %s template billing %s -f values/... (default, task1, task2, task2+kind, task1/task2 + metrics objects, ha, task1 + migration to CloudNativePG)\n' "$helm" "$CHART"
     render "$helm" default
     render "$helm" task1 -f values/task1.yaml
     render "$helm" task2 -f values/task2.yaml
     render "$helm" task2-kind -f values/task2.yaml -f values/kind.yaml
     render "$helm" task1-metrics -f values/task1.yaml "${METRICS_ON[@]}"
     render "$helm" task2-metrics -f values/task2.yaml "${METRICS_ON[@]}"
-    count=$((count + 6))
+    render "$helm" ha -f values/ha.yaml "${CNPG_API[@]}"
+    render "$helm" task1-migration -f values/task1.yaml "${CNPG_API[@]}" "${CNPG_MIGRATION[@]}"
+    count=$((count + 8))
 done
 # The combinations with Helm 3 only: tests/chart/test_helms.py checks that
 # Helm 3 and Helm 4 render the same objects.

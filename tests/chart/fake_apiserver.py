@@ -33,6 +33,8 @@ RESOURCES = {
     "/apis/policy/v1": [_resource("poddisruptionbudgets", "PodDisruptionBudget")],
     "/apis/batch/v1": [_resource("jobs", "Job")],
     "/apis/autoscaling/v2": [_resource("horizontalpodautoscalers", "HorizontalPodAutoscaler")],
+    # CloudNativePG mode renders only where the operator's CRD is served.
+    "/apis/postgresql.cnpg.io/v1": [_resource("clusters", "Cluster")],
 }
 VERSION = {"major": "1", "minor": "33", "gitVersion": "v1.33.0", "platform": "linux/amd64"}
 

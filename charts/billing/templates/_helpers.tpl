@@ -133,7 +133,11 @@ DATABASE_PASSWORD separately, straight from a Secret, so any character is fine
 and nothing needs URL-encoding.
 */}}
 {{- define "billing.databaseUrl" -}}
-{{- if .Values.postgresql.enabled -}}
+{{- if .Values.database.cnpg.enabled -}}
+{{- include "billing.cnpg.check" . -}}
+{{- /* The operator's server certificate names the short Service "<cluster>-rw" among its SANs, so verify-full works from the same namespace. */ -}}
+{{- printf "postgres://%s@%s-rw:5432/%s?sslmode=verify-full" .Values.database.cnpg.owner (include "billing.cnpg.clusterName" .) .Values.database.cnpg.database -}}
+{{- else if .Values.postgresql.enabled -}}
 {{- printf "postgres://%s@%s:%d/%s" .Values.postgresql.auth.username (include "billing.postgresql.fullname" .) (int .Values.postgresql.service.port) .Values.postgresql.auth.database -}}
 {{- else -}}
 {{- $ext := .Values.externalDatabase -}}
@@ -179,11 +183,14 @@ and nothing needs URL-encoding.
 {{- end -}}
 
 {{/*
-Where the external database's CA certificate comes from: "secret", "configMap",
-or "" for none. Both set is refused.
+Where the database's CA certificate comes from: "secret", "configMap", or ""
+for none. In CloudNativePG mode it is the operator's "<cluster>-ca" Secret;
+for an external database, externalDatabase.caCert (both set is refused).
 */}}
 {{- define "billing.databaseCaSource" -}}
-{{- if not .Values.postgresql.enabled -}}
+{{- if .Values.database.cnpg.enabled -}}
+secret
+{{- else if not .Values.postgresql.enabled -}}
 {{- $ca := .Values.externalDatabase.caCert -}}
 {{- if and $ca.secretName $ca.configMapName -}}
 {{- fail "\n\nexternalDatabase.caCert.secretName and .configMapName are both set: the CA comes from one of them.\n" -}}
@@ -195,13 +202,31 @@ configMap
 {{- end -}}
 {{- end -}}
 
+{{/* The Secret or ConfigMap holding the CA certificate, and the key of its PEM file. */}}
+{{- define "billing.databaseCaName" -}}
+{{- if .Values.database.cnpg.enabled -}}
+{{- printf "%s-ca" (include "billing.cnpg.clusterName" .) -}}
+{{- else -}}
+{{- .Values.externalDatabase.caCert.secretName | default .Values.externalDatabase.caCert.configMapName -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "billing.databaseCaKey" -}}
+{{- ternary "ca.crt" .Values.externalDatabase.caCert.key .Values.database.cnpg.enabled -}}
+{{- end -}}
+
 {{/* The CA file's directory in the billing container. */}}
 {{- define "billing.databaseCaDir" -}}/etc/billing/database-ca{{- end -}}
 
-{{/* Name of the Secret holding the database password ("" when there is none). */}}
+{{/*
+Name of the Secret holding the database password ("" when there is none). In
+CloudNativePG mode the operator makes "<cluster>-app" for the owner role.
+*/}}
 {{- define "billing.databaseSecretName" -}}
-{{- if .Values.postgresql.enabled -}}
-{{- .Values.postgresql.auth.existingSecret | default (include "billing.postgresql.fullname" .) -}}
+{{- if .Values.database.cnpg.enabled -}}
+{{- printf "%s-app" (include "billing.cnpg.clusterName" .) -}}
+{{- else if .Values.postgresql.enabled -}}
+{{- include "billing.postgresql.secretName" . -}}
 {{- else if .Values.externalDatabase.existingSecret -}}
 {{- .Values.externalDatabase.existingSecret -}}
 {{- else if .Values.externalDatabase.password -}}
@@ -210,17 +235,27 @@ configMap
 {{- end -}}
 
 {{- define "billing.databaseSecretKey" -}}
-{{- if .Values.postgresql.enabled -}}
-{{- if .Values.postgresql.auth.existingSecret -}}
-{{- .Values.postgresql.auth.existingSecretPasswordKey -}}
-{{- else -}}
+{{- if .Values.database.cnpg.enabled -}}
 password
-{{- end -}}
+{{- else if .Values.postgresql.enabled -}}
+{{- include "billing.postgresql.secretKey" . -}}
 {{- else if .Values.externalDatabase.existingSecret -}}
 {{- .Values.externalDatabase.existingSecretPasswordKey -}}
 {{- else -}}
 password
 {{- end -}}
+{{- end -}}
+
+{{/*
+The bundled PostgreSQL's Secret and key for billing's role, whichever mode
+billing is in: the CloudNativePG import reads them too.
+*/}}
+{{- define "billing.postgresql.secretName" -}}
+{{- .Values.postgresql.auth.existingSecret | default (include "billing.postgresql.fullname" .) -}}
+{{- end -}}
+
+{{- define "billing.postgresql.secretKey" -}}
+{{- ternary .Values.postgresql.auth.existingSecretPasswordKey "password" (ne .Values.postgresql.auth.existingSecret "") -}}
 {{- end -}}
 
 {{/*
@@ -297,10 +332,28 @@ autoscaling.maxReplicas; in Deployment mode a rolling update adds the surge
 pods (Kubernetes' default maxSurge, 25 % rounded up) while the old ones still
 hold their connections. Past the limit PostgreSQL refuses new connections
 ("too many clients") and requests fail under load, long after the install
-looked fine, so the chart refuses such a total.
+looked fine, so the chart refuses such a total. A CloudNativePG cluster is
+counted the same way against its own parameters (CloudNativePG leaves
+max_connections at PostgreSQL's 100 unless told otherwise); its replication
+and the operator's connections do not count: walsenders have their own
+limit, and the operator connects as the superuser.
 */}}
 {{- define "billing.checkConnectionBudget" -}}
-{{- if .Values.postgresql.enabled -}}
+{{- $cnpg := .Values.database.cnpg.enabled -}}
+{{- if or .Values.postgresql.enabled $cnpg -}}
+{{- $max := 100 -}}
+{{- $reserved := 3 -}}
+{{- if $cnpg -}}
+{{- $params := .Values.database.cnpg.parameters -}}
+{{- range $key := list "max_connections" "superuser_reserved_connections" "reserved_connections" -}}
+{{- if and (hasKey $params $key) (not (regexMatch "^[0-9]+$" (toString (index $params $key)))) -}}
+{{- fail (printf "\n\ndatabase.cnpg.parameters.%s is %q: give a whole number of connections, which the chart checks billing's connection budget against.\n" $key (toString (index $params $key))) -}}
+{{- end -}}
+{{- end -}}
+{{- $max = int (toString (get $params "max_connections" | default "100")) -}}
+{{- $reserved = add (int (toString (get $params "superuser_reserved_connections" | default "3"))) (int (toString (get $params "reserved_connections" | default "0"))) -}}
+{{- end -}}
+{{- $limit := sub (sub $max $reserved) 7 -}}
 {{- $perPod := add .Values.config.databasePoolSize .Values.config.databaseReadConnections -}}
 {{- $replicas := int .Values.workload.replicas -}}
 {{- if .Values.autoscaling.enabled -}}
@@ -312,8 +365,13 @@ looked fine, so the chart refuses such a total.
 {{- end -}}
 {{- $pods := add $replicas $surge -}}
 {{- $total := mul $pods $perPod -}}
-{{- if gt (int $total) 90 -}}
-{{- fail (printf "\n\n%d pods at once (%s%d surge pods of a rolling update) x (config.databasePoolSize %d + config.databaseReadConnections %d) = %d connections to the bundled PostgreSQL, which serves billing at most 90 (max_connections 100, less 3 reserved for superusers and 7 for helm test, migrations and psql).\nLower config.databasePoolSize, workload.replicas or autoscaling.maxReplicas so that pods x (pool + read connections) <= 90.\n" (int $pods) (ternary (printf "autoscaling.maxReplicas %d + " $replicas) (printf "workload.replicas %d + " $replicas) .Values.autoscaling.enabled) (int $surge) (int .Values.config.databasePoolSize) (int .Values.config.databaseReadConnections) (int $total)) -}}
+{{- if gt (int $total) (int $limit) -}}
+{{- $count := printf "%d pods at once (%s%d surge pods of a rolling update) x (config.databasePoolSize %d + config.databaseReadConnections %d) = %d connections" (int $pods) (ternary (printf "autoscaling.maxReplicas %d + " $replicas) (printf "workload.replicas %d + " $replicas) .Values.autoscaling.enabled) (int $surge) (int .Values.config.databasePoolSize) (int .Values.config.databaseReadConnections) (int $total) -}}
+{{- if $cnpg -}}
+{{- fail (printf "\n\n%s to the CloudNativePG cluster %s, which serves billing at most %d (database.cnpg.parameters.max_connections %d, less %d reserved for superusers and 7 for helm test, migrations and psql).\nLower config.databasePoolSize, workload.replicas or autoscaling.maxReplicas, or raise database.cnpg.parameters.max_connections, so that pods x (pool + read connections) <= %d.\n" $count (include "billing.cnpg.clusterName" .) (int $limit) (int $max) (int $reserved) (int $limit)) -}}
+{{- else -}}
+{{- fail (printf "\n\n%s to the bundled PostgreSQL, which serves billing at most 90 (max_connections 100, less 3 reserved for superusers and 7 for helm test, migrations and psql).\nLower config.databasePoolSize, workload.replicas or autoscaling.maxReplicas so that pods x (pool + read connections) <= 90.\n" $count) -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
@@ -478,10 +536,10 @@ spec:
               key: {{ include "billing.databaseSecretKey" . | quote }}
         {{- end }}
         {{- if include "billing.databaseCaSource" . }}
-        # The CA that signed the external database's certificate, for
+        # The CA that signed the database server's certificate, for
         # sslmode=verify-ca/verify-full (and checked chains under prefer/require).
         - name: PGSSLROOTCERT
-          value: {{ printf "%s/%s" (include "billing.databaseCaDir" .) .Values.externalDatabase.caCert.key | quote }}
+          value: {{ printf "%s/%s" (include "billing.databaseCaDir" .) (include "billing.databaseCaKey" .) | quote }}
         {{- end }}
         - name: DATABASE_POOL_SIZE
           value: {{ .Values.config.databasePoolSize | quote }}
@@ -569,22 +627,23 @@ spec:
       emptyDir:
         sizeLimit: {{ .Values.logs.persistence.size | quote }}
     {{- end }}
-    {{- with .Values.externalDatabase.caCert }}
+    {{- $caKey := include "billing.databaseCaKey" . }}
     {{- if eq $caSource "secret" }}
+    # Only the certificate: a CloudNativePG "<cluster>-ca" Secret also holds
+    # the CA's private key, which billing must never see.
     - name: database-ca
       secret:
-        secretName: {{ .secretName | quote }}
+        secretName: {{ include "billing.databaseCaName" . | quote }}
         items:
-          - key: {{ .key | quote }}
-            path: {{ .key | quote }}
+          - key: {{ $caKey | quote }}
+            path: {{ $caKey | quote }}
     {{- else if eq $caSource "configMap" }}
     - name: database-ca
       configMap:
-        name: {{ .configMapName | quote }}
+        name: {{ include "billing.databaseCaName" . | quote }}
         items:
-          - key: {{ .key | quote }}
-            path: {{ .key | quote }}
-    {{- end }}
+          - key: {{ $caKey | quote }}
+            path: {{ $caKey | quote }}
     {{- end }}
   {{- end }}
   {{- with .Values.nodeSelector }}
@@ -609,5 +668,95 @@ spec:
   tolerations:
     {{- toYaml . | nindent 4 }}
   {{- end }}
+{{- end -}}
+{{- end -}}
+
+{{/*
+CloudNativePG mode (database.cnpg). The operator, not the chart, makes the
+Cluster's pods, volumes, Services and Secrets; the chart names them from the
+Cluster's name.
+*/}}
+{{- define "billing.cnpg.clusterName" -}}
+{{- .Values.database.cnpg.clusterName | default (printf "%s-db" (include "billing.fullname" .)) -}}
+{{- end -}}
+
+{{/*
+The Cluster's labels: the chart's shared set, as on its Secrets. Not the
+bundled PostgreSQL's selector labels, which an operator configured to copy a
+Cluster's labels to its pods would put under the bundled NetworkPolicy (the
+operator must reach those pods' status port); and no app.kubernetes.io/version,
+since the instances' PostgreSQL version is the operator's default or
+imageName's, which the chart cannot read.
+*/}}
+{{- define "billing.cnpg.labels" -}}
+{{ include "billing.sharedLabels" . }}
+app.kubernetes.io/component: database
+{{- end -}}
+
+{{/* True ("true") while the Cluster imports from this release's bundled PostgreSQL. */}}
+{{- define "billing.cnpg.importsBundled" -}}
+{{- $c := .Values.database.cnpg -}}
+{{- if and $c.enabled $c.import.enabled (eq $c.import.source "bundled") -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/*
+The import's source as an externalClusters entry: the bundled PostgreSQL's
+Service, as billing's role (the database's owner, which may pg_dump it),
+without TLS (the bundled server has none); or import.external.
+*/}}
+{{- define "billing.cnpg.importSource" -}}
+{{- $c := .Values.database.cnpg -}}
+{{- $conn := dict -}}
+{{- $password := dict -}}
+{{- if eq $c.import.source "bundled" -}}
+{{- $p := .Values.postgresql -}}
+{{- $conn = dict "host" (include "billing.postgresql.fullname" .) "port" (toString (int $p.service.port)) "user" $p.auth.username "dbname" $p.auth.database "sslmode" "disable" -}}
+{{- $password = dict "name" (include "billing.postgresql.secretName" .) "key" (include "billing.postgresql.secretKey" .) -}}
+{{- else -}}
+{{- $e := $c.import.external -}}
+{{- $conn = dict "host" $e.host "port" (toString (int $e.port)) "user" $e.user "dbname" $e.database -}}
+{{- with $e.sslmode -}}
+{{- $_ := set $conn "sslmode" . -}}
+{{- end -}}
+{{- $password = dict "name" $e.passwordSecret.name "key" $e.passwordSecret.key -}}
+{{- end -}}
+{{- toYaml (dict "name" "import-source" "connectionParameters" $conn "password" $password) -}}
+{{- end -}}
+
+{{/*
+Refuses CloudNativePG settings that cannot work together, naming the values
+to change. The schema checks each value alone; these are the combinations.
+*/}}
+{{- define "billing.cnpg.check" -}}
+{{- $c := .Values.database.cnpg -}}
+{{- if $c.enabled -}}
+{{- if or .Values.externalDatabase.url .Values.externalDatabase.host -}}
+{{- fail "\n\ndatabase.cnpg.enabled is true and externalDatabase.url or externalDatabase.host is set: billing uses one database.\nClear externalDatabase.url and externalDatabase.host, or set database.cnpg.enabled=false.\n" -}}
+{{- end -}}
+{{- $importsBundled := include "billing.cnpg.importsBundled" . -}}
+{{- if and .Values.postgresql.enabled (not $importsBundled) -}}
+{{- fail "\n\ndatabase.cnpg.enabled and postgresql.enabled are both true: billing would use the CloudNativePG cluster while the bundled PostgreSQL kept the old data beside it.\nSet postgresql.enabled=false, or import from it with database.cnpg.import.enabled=true and database.cnpg.import.source=bundled (the migration step, see docs/operations.md).\n" -}}
+{{- end -}}
+{{- if and $c.import.enabled (eq $c.import.source "bundled") (not .Values.postgresql.enabled) -}}
+{{- fail "\n\ndatabase.cnpg.import.enabled is true with database.cnpg.import.source=bundled, but postgresql.enabled is false: there is no bundled PostgreSQL to import from.\nKeep postgresql.enabled=true until the import is checked (then drop the import values), or import from another server with database.cnpg.import.source=external.\n" -}}
+{{- end -}}
+{{- if and $c.import.enabled (eq $c.import.source "external") -}}
+{{- if not $c.import.external.host -}}
+{{- fail "\n\ndatabase.cnpg.import.source is external, so database.cnpg.import.external.host is required: the server to import from.\n" -}}
+{{- end -}}
+{{- if not $c.import.external.passwordSecret.name -}}
+{{- fail "\n\ndatabase.cnpg.import.source is external, so database.cnpg.import.external.passwordSecret.name is required: the Secret holding the password of database.cnpg.import.external.user.\n" -}}
+{{- end -}}
+{{- end -}}
+{{- $instances := int $c.instances -}}
+{{- $number := int $c.synchronous.number -}}
+{{- if lt $instances 2 -}}
+{{- fail (printf "\n\ndatabase.cnpg.instances is %d: CloudNativePG mode is for high availability, and one instance survives no pod, node or disk loss that the bundled PostgreSQL does not.\nSet database.cnpg.instances to at least 2 (3 keeps writes going while one standby is down).\n" $instances) -}}
+{{- end -}}
+{{- if or (lt $number 1) (ge $number $instances) -}}
+{{- fail (printf "\n\ndatabase.cnpg.synchronous.number is %d with database.cnpg.instances %d: it must be at least 1, so that every acknowledged commit is on two servers or more, and less than instances, so that a standby may be down or failed over to.\nSet database.cnpg.synchronous.number between 1 and %d, or raise database.cnpg.instances.\n" $number $instances (sub $instances 1)) -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
