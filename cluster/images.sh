@@ -112,6 +112,25 @@ img_postgres() {
   rm -rf "$w"
 }
 
+# The operator's image as its Dockerfile lays it out: the binary at /operator/manager_<arch>, /manager a link to it.
+# The operator lists /operator/manager_* to learn which architectures it can serve instance pods on (without it:
+# "invalid architecture: amd64" on every Cluster), and copies /manager into each of them.
+img_cnpg_operator() {
+  [[ -s $IMAGES_DIR/cnpg-operator.tar ]] && return
+  [[ -x $CNPG_BIN/manager ]] || { log "cnpg-operator: $CNPG_BIN/manager missing (run cluster/build.sh cnpg first)"; return 1; }
+  local w arch; w=$(mktemp -d); arch=$(go env GOARCH)
+  mkdir -p "$w/root/operator" "$w/root/etc/ssl/certs"
+  install -m 755 "$CNPG_BIN/manager" "$w/root/operator/manager_$arch"
+  ln -s "operator/manager_$arch" "$w/root/manager"
+  printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' >"$w/root/etc/passwd"
+  printf 'root:x:0:\nnonroot:x:65532:\n' >"$w/root/etc/group"
+  cp /etc/ssl/certs/ca-certificates.crt "$w/root/etc/ssl/certs/"
+  tar -C "$w/root" --numeric-owner --owner=0 --group=0 -cf "$w/layer.tar" .
+  LAYERS=("$w/layer.tar")
+  oci_build cnpg-operator "$IMG_CNPG" --config.entrypoint /manager --config.user 65532:65532
+  rm -rf "$w"
+}
+
 # CloudNativePG's instance manager runs initdb/postgres/pg_basebackup/pg_rewind/pg_dump from PATH as UID 26 (its
 # own images' postgres user): the same Debian PostgreSQL as localhost/postgres, with that user renumbered.
 img_cnpg_postgres() {
@@ -186,7 +205,7 @@ case $what in
     img_from_go prometheus "$IMG_PROMETHEUS" "$PROMETHEUS_BIN/prometheus"
     ;;
   cnpg)
-    img_from_go cnpg-operator "$IMG_CNPG" "$CNPG_BIN/manager"
+    img_cnpg_operator
     img_cnpg_postgres
     ;;
   billing) img_billing ;;

@@ -21,7 +21,7 @@
 # cluster, whose kube-proxy runs on the host).
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-KUBECTL=kubectl HELM=helm CLIENT_IMAGE="" CNPG_PG_IMAGE="" CLIENTS=32 SECONDS_LOAD=30 RESULTS="" sets=()
+KUBECTL=kubectl HELM=helm CLIENT_IMAGE="" CNPG_PG_IMAGE="" CLIENTS=32 SECONDS_LOAD=45 RESULTS="" sets=()
 while (($#)); do
   case $1 in
     --kubectl) KUBECTL=$2; shift 2 ;;
@@ -61,6 +61,9 @@ cleanup() {
   fi
   timeout 120 "$HELM" --namespace "$NS" uninstall "$RELEASE" --wait --timeout 90s >/dev/null 2>&1 || true
   timeout 60 "$KUBECTL" -n "$NS" delete cluster --all --wait=true --timeout=50s >/dev/null 2>&1 || true
+  # The bundled PostgreSQL's claim is kept by Helm (resource-policy keep): deleted here, not left to the
+  # namespace (once seen to stay there, Bound, holding the namespace in Terminating).
+  timeout 60 "$KUBECTL" -n "$NS" delete pvc --all --wait=true --timeout=50s >/dev/null 2>&1 || true
   timeout 150 "$KUBECTL" delete namespace "$NS" --wait=true --timeout=140s >/dev/null 2>&1 || say "namespace $NS not gone in time"
   # Retained volumes of this namespace's claims (the chart's StorageClass keeps them): ours, so removed.
   local pv
@@ -133,7 +136,7 @@ say "  synchronous_standby_names / standbys confirming commits: $sync"
 [[ ${sync##* / } -ge 1 ]] || fail "no synchronous standby confirms commits: $sync"
 
 say "the bundled PostgreSQL removed (postgresql.enabled=false)"
-"$HELM" --namespace "$NS" upgrade "$RELEASE" "${chart[@]}" "${cnpg[@]}" --set database.cnpg.import.enabled=true \
+"$HELM" --namespace "$NS" upgrade "$RELEASE" "${chart[@]}" "${cnpg[@]}" \
   --set postgresql.enabled=false --wait --timeout 180s >/dev/null || fail "helm upgrade without the bundled PostgreSQL failed"
 left=$(k get deployment -l "app.kubernetes.io/instance=$RELEASE,app.kubernetes.io/component=database" -o name)
 [[ -z $left ]] || fail "the bundled PostgreSQL is still there: $left"
@@ -172,9 +175,11 @@ failover() { # run: pod | process
   wait "$load_pid" || fail "$run: the load generator failed"
   for ((i = 0; i < 300; i++)); do healthy && break; sleep 1; done
   healthy || fail "$run: the Cluster did not become healthy again within 300 s after the load"
-  local now_primary; now_primary=$(k get "cluster/$CLUSTER" -o jsonpath='{.status.currentPrimary}')
+  local now_primary restarts; now_primary=$(k get "cluster/$CLUSTER" -o jsonpath='{.status.currentPrimary}')
+  restarts=$(k get pod "$primary" -o jsonpath='{range .status.containerStatuses[?(@.name=="postgres")]}{.restartCount}{end}' 2>/dev/null || echo "?")
+  say "  $run: primary $primary -> $now_primary ($([[ $now_primary == "$primary" ]] && echo "no failover: the same instance recovered" || echo "failed over")); postgres container restarts of $primary now: ${restarts:-?}"
   psql_on "$now_primary" "SELECT client_id FROM transactions WHERE client_id LIKE 'ha-$run-%'" >"$RESULTS/$run.committed"
-  say "  $run: primary now $now_primary; what became of the payments:"
+  say "  $run: what became of the payments:"
   python3 "$repo/e2e/ha_load.py" report --results "$RESULTS/$run.jsonl" --committed "$RESULTS/$run.committed" \
     --kill-at "$kill_at" --json "$RESULTS/$run.json" || fail "$run: payments were lost or misreported (above)"
   local pods_after; pods_after=$(billing_pods)

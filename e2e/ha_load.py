@@ -78,16 +78,27 @@ def report(args):
     rows = [json.loads(line) for line in open(args.results, encoding="utf-8") if line.strip()]
     committed = {line.strip() for line in open(args.committed, encoding="utf-8") if line.strip()}
     kill = args.kill_at
-    acked = [r for r in rows if r["status"] == 201]
-    in_doubt = [r for r in rows if r["status"] == 503 and IN_DOUBT in r["text"]]
-    nothing = [r for r in rows if r["status"] in (500, 503) and NOTHING in r["text"] and IN_DOUBT not in r["text"]]
-    no_answer = [r for r in rows if r["status"] == 0]
-    other = [r for r in rows if r not in acked and r not in in_doubt and r not in nothing and r not in no_answer]
+    acked, in_doubt, nothing, no_answer, other = [], [], [], [], []
+    for r in rows:
+        if r["status"] == 201:
+            acked.append(r)
+        elif r["status"] == 503 and IN_DOUBT in r["text"]:
+            in_doubt.append(r)
+        elif r["status"] in (500, 503) and NOTHING in r["text"]:
+            nothing.append(r)
+        elif r["status"] == 0:
+            no_answer.append(r)
+        else:
+            other.append(r)
     missing = [r["client_id"] for r in acked if r["client_id"] not in committed]
     lied = [r["client_id"] for r in nothing if r["client_id"] in committed]
     after = [r for r in acked if r["sent"] >= kill]
     first_ok = min((r["answered"] for r in after), default=None)
     last_ok_before = max((r["answered"] for r in acked if r["answered"] < kill), default=None)
+    # The outage: the longest stretch after the kill with no 201 answered (a smart shutdown, say, keeps serving
+    # for a while first, so the first 201 after the kill is not where the service came back).
+    times = sorted([kill] + [r["answered"] for r in acked if r["answered"] >= kill])
+    gap_start, gap_end = max(zip(times, times[1:]), key=lambda g: g[1] - g[0], default=(kill, kill))
     result = {
         "requests": len(rows),
         "acknowledged": len(acked),
@@ -102,6 +113,8 @@ def report(args):
         "other_examples": sorted({f'{r["status"]} {r["text"][:120]}' for r in other})[:5],
         "error_examples": sorted({f'{r["status"]} {r["text"][:160]}' for r in in_doubt + nothing + no_answer})[:6],
         "seconds_kill_to_first_201": None if first_ok is None else round(first_ok - kill, 2),
+        "longest_stretch_without_201_after_kill_s": round(gap_end - gap_start, 2),
+        "seconds_kill_to_first_201_after_that_stretch": round(gap_end - kill, 2),
         "seconds_last_201_before_kill_to_kill": None if last_ok_before is None else round(kill - last_ok_before, 2),
         "payments_per_second_before_kill": round(
             sum(r["answered"] < kill for r in acked) / max(kill - min(r["sent"] for r in rows), 0.001), 1)

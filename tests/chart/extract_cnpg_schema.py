@@ -20,8 +20,8 @@ import yaml
 VERSION = "1.30.0"
 OUT = Path(__file__).with_name(f"cnpg-cluster-v{VERSION}.schema.json")
 # The Cluster fields the chart renders (spec.<key>); the schema of each is kept whole.
-SPEC_KEYS = ("instances", "imageName", "imagePullPolicy", "enableSuperuserAccess", "storage", "postgresql",
-             "resources", "bootstrap", "externalClusters")
+SPEC_KEYS = ("instances", "imageName", "imagePullPolicy", "enableSuperuserAccess", "smartShutdownTimeout", "storage",
+             "postgresql", "resources", "bootstrap", "externalClusters")
 
 
 def strip(node):

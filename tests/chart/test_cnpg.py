@@ -92,6 +92,7 @@ def test_the_cluster_of_values_ha(helm):
         "instances": 3,
         "imagePullPolicy": "IfNotPresent",
         "enableSuperuserAccess": False,
+        "smartShutdownTimeout": 5,
         "storage": {"size": "1Gi", "storageClass": "billing-retain"},
         "postgresql": {"synchronous": {"method": "any", "number": 1, "dataDurability": "required"}},
         "bootstrap": {"initdb": {"database": "billing", "owner": "billing"}},
@@ -109,9 +110,11 @@ def test_every_cluster_setting_reaches_the_cluster(helm):
         "database.cnpg.database": "payments", "database.cnpg.owner": "payer",
         "database.cnpg.parameters.max_connections": "300", "database.cnpg.parameters.work_mem": "8MB",
         "database.cnpg.resources.requests.cpu": "500m", "database.cnpg.resources.limits.memory": "1Gi",
+        "database.cnpg.smartShutdownTimeout": "30",
     })
     spec = r.get("Cluster", "ledger")["spec"]
     assert spec["instances"] == 5
+    assert spec["smartShutdownTimeout"] == 30
     assert (spec["imageName"], spec["imagePullPolicy"]) == ("ghcr.io/cloudnative-pg/postgresql:17.6", "Always")
     assert spec["storage"] == {"size": "20Gi", "storageClass": "fast"}
     assert spec["postgresql"] == {
