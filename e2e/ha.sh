@@ -5,7 +5,7 @@
 #   2. it is migrated into a 3-instance CloudNativePG Cluster with synchronous replication, the way
 #      docs/operations.md says (writes stopped, the Cluster imports the bundled database at bootstrap, billing
 #      switches to <cluster>-rw over verify-full TLS), and every payment made before is there;
-#   3. the bundled PostgreSQL is removed (postgresql.enabled=false);
+#   3. the bundled PostgreSQL is removed (postgresql.enabled=false), and `helm test` passes against the Cluster;
 #   4. failover, twice, under load: CLIENTS clients send POST /add for SECONDS; mid-load the primary's pod is
 #      deleted (run "pod"), then its postmaster is killed with SIGKILL (run "process"). Each run reports the
 #      acknowledged payments missing afterwards (must be 0), the payments in doubt (503 "may or may not be
@@ -144,6 +144,11 @@ url=$(svc_url)
 code=$(curl -sS --max-time 10 -o /dev/null -w '%{http_code}' --retry 10 --retry-delay 1 --retry-connrefused -X POST "$url/add?client_id=after-migration&amount=1") || code=000
 [[ $code == 201 ]] || fail "a payment after the bundled PostgreSQL was removed answered $code"
 say "  ok: gone; billing keeps taking payments on the Cluster"
+"$HELM" --namespace "$NS" test "$RELEASE" --logs --timeout 180s >"$work/helm-test.log" 2>&1 \
+  || { sed 's/^/  helm test: /' "$work/helm-test.log"; fail "helm test failed on the Cluster"; }
+grep -q "can write the ledger on $CLUSTER-rw" "$work/helm-test.log" \
+  || { sed 's/^/  helm test: /' "$work/helm-test.log"; fail "helm test did not check the Cluster's ledger"; }
+say "  ok: helm test: billing's API, and a rolled-back payment as billing's role on $CLUSTER-rw over verify-full"
 
 # ------------------------------------------------------------------------------------------ failover under load
 billing_pods() { k get pods -l "app.kubernetes.io/name=billing,app.kubernetes.io/instance=$RELEASE" \

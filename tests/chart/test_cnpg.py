@@ -199,8 +199,35 @@ def test_no_bundled_postgresql_objects_without_postgresql_enabled(helm):
         "Cluster/billing-db", "Deployment/billing", "Pod/billing-test-api", "PodDisruptionBudget/billing",
         "Service/billing", "StorageClass/billing-retain",
     ])
-    # helm test checks billing's API; its psql check of the bundled ledger has no ledger to check.
-    assert [c["name"] for c in r.get("Pod", "billing-test-api")["spec"]["containers"]] == ["api"]
+    assert [c["name"] for c in r.get("Pod", "billing-test-api")["spec"]["containers"]] == ["api", "ledger"]
+
+
+@pytest.mark.parametrize("mode", ["ha", "migration"])
+def test_helm_test_writes_to_the_clusters_ledger_over_verify_full(helm, mode):
+    if mode == "ha":
+        r = cnpg(helm, values=HA)
+    else:
+        r = cnpg(helm, values=("task1.yaml",), sets={**FIXED_PASSWORD, **MIGRATION})
+    pod = r.get("Pod", "billing-test-api")["spec"]
+    ledger = container(pod, "ledger")
+    # The instances' image has psql; with imageName empty it is the operator's default, which the chart names.
+    assert ledger["image"] == "ghcr.io/cloudnative-pg/postgresql:18.4-system-trixie"
+    env = env_of(ledger)
+    assert {k: env[k].get("value") for k in ("PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGSSLMODE", "PGSSLROOTCERT")} == {
+        "PGHOST": "billing-db-rw", "PGPORT": "5432", "PGUSER": "billing", "PGDATABASE": "billing",
+        "PGSSLMODE": "verify-full", "PGSSLROOTCERT": "/etc/billing/database-ca/ca.crt",
+    }
+    assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "billing-db-app", "key": "password"}
+    assert ledger["volumeMounts"] == [{"name": "database-ca", "mountPath": "/etc/billing/database-ca", "readOnly": True}]
+    ca = [v for v in pod["volumes"] if v["name"] == "database-ca"]
+    assert ca == [{"name": "database-ca",
+                   "secret": {"secretName": "billing-db-ca", "items": [{"key": "ca.crt", "path": "ca.crt"}]}}]
+    assert "ROLLBACK;" in ledger["args"][0]
+
+
+def test_helm_test_uses_the_clusters_image_when_it_is_set(helm):
+    r = cnpg(helm, values=HA, sets={"database.cnpg.imageName": "registry.example/postgresql:17.6"})
+    assert container(r.get("Pod", "billing-test-api")["spec"], "ledger")["image"] == "registry.example/postgresql:17.6"
 
 
 BUNDLED = ["Deployment/billing-postgresql", "PersistentVolumeClaim/billing-postgresql", "Service/billing-postgresql",

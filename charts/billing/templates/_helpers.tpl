@@ -688,6 +688,16 @@ operator must reach those pods' status port); and no app.kubernetes.io/version,
 since the instances' PostgreSQL version is the operator's default or
 imageName's, which the chart cannot read.
 */}}
+{{/*
+The instances' image: database.cnpg.imageName, else the operator's default for
+CloudNativePG 1.30 (values.yaml). Only the helm test pod needs the name (it
+runs psql from it); the Cluster itself leaves an empty imageName to the
+operator.
+*/}}
+{{- define "billing.cnpg.image" -}}
+{{- .Values.database.cnpg.imageName | default "ghcr.io/cloudnative-pg/postgresql:18.4-system-trixie" -}}
+{{- end -}}
+
 {{- define "billing.cnpg.labels" -}}
 {{ include "billing.sharedLabels" . }}
 app.kubernetes.io/component: database
