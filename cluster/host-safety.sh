@@ -37,8 +37,18 @@ host_state() {
   } >"$f"
 }
 
+# What an interrupted earlier run (killed before its teardown) may have left planted: ours by name, so removed.
+unplant() {
+  iptables -t nat -D POSTROUTING -s 10.88.0.0/16 -j "$DECOY_CHAIN" 2>/dev/null || true
+  iptables -t nat -F "$DECOY_CHAIN" 2>/dev/null || true
+  iptables -t nat -X "$DECOY_CHAIN" 2>/dev/null || true
+  iptables -t nat -X "$DECOY_KUBE_CHAIN" 2>/dev/null || true
+  conntrack -D "${DECOY_CT[@]}" >/dev/null 2>&1 || true
+}
+
 case ${1:-} in
   refusal)
+    unplant
     iptables -t nat -N "$DECOY_KUBE_CHAIN"
     fake=$(mktemp -d); cp "$(command -v sleep)" "$fake/kubelet"
     setsid "$fake/kubelet" 120 </dev/null >/dev/null 2>&1 &
@@ -75,11 +85,6 @@ case ${1:-} in
       || die "host-safety: down.sh deleted a conntrack entry outside our pod range (10.244.200.5)"
     log "host-safety: after down.sh the host matches its state before up.sh (iptables, nft, addresses, routes, links, mounts, cgroups, sysctls); the planted chain and conntrack entry are intact"
     ;;
-  unplant)
-    iptables -t nat -D POSTROUTING -s 10.88.0.0/16 -j "$DECOY_CHAIN" 2>/dev/null || true
-    iptables -t nat -F "$DECOY_CHAIN" 2>/dev/null || true
-    iptables -t nat -X "$DECOY_CHAIN" 2>/dev/null || true
-    conntrack -D "${DECOY_CT[@]}" >/dev/null 2>&1 || true
-    ;;
+  unplant) unplant ;;
   *) echo "usage: $0 refusal|plant|snapshot FILE|compare FILE|unplant" >&2; exit 2 ;;
 esac
