@@ -154,7 +154,7 @@ grep -q "can write the ledger on $CLUSTER-rw" "$work/helm-test.log" \
 say "  ok: helm test: billing's API, and a rolled-back payment as billing's role on $CLUSTER-rw over verify-full"
 
 # ------------------------------------------------------------------------------------------ failover under load
-billing_pods() { k get pods -l "app.kubernetes.io/name=billing,app.kubernetes.io/instance=$RELEASE" \
+billing_pods() { k get pods -l "app.kubernetes.io/name=billing,app.kubernetes.io/instance=$RELEASE,app.kubernetes.io/component=api" \
   -o go-template='{{range .items}}{{.metadata.name}} {{.metadata.uid}} {{range .status.containerStatuses}}{{.restartCount}}{{end}}{{"\n"}}{{end}}' | sort; }
 healthy() { [[ $(k get "cluster/$CLUSTER" -o jsonpath='{.status.readyInstances}/{.spec.instances} {.status.phase}') == "3/3 Cluster in healthy state" ]]; }
 

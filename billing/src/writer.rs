@@ -174,7 +174,12 @@ impl Batches {
     /// clients are told the outcome is unknown, and the statement is still awaited in the background: if it commits
     /// after all, its transaction-log lines are written then.
     async fn bounded(&self, rows: Vec<NewTransaction>) -> Result<Vec<Transaction>, Failure> {
-        let conn = db::checkout(&self.pool).await.map_err(Failure::other)?;
+        let conn = db::checkout(&self.pool).await.map_err(|mut e| {
+            // No connection, so nothing was sent: a client must know it may retry (a failover's refused
+            // connections once read as an outcome to check).
+            e.message.push_str("; nothing was recorded: it is safe to retry");
+            Failure::other(e)
+        })?;
         let cancel = conn.cancel_token();
         let mut write = Box::pin(async move {
             let warnings = conn.warning_counter();

@@ -397,6 +397,8 @@ async fn a_refused_connection_is_reported_with_its_cause() -> TestResult {
     let body: Value = r.json().await?;
     let message = body["message"].as_str().unwrap_or_default();
     assert!(message.contains("password authentication failed") && message.contains("28P01"), "{message}");
+    // Nothing reached the database, and the client is told it may retry.
+    assert!(message.contains("nothing was recorded: it is safe to retry"), "{message}");
     let log = service.log();
     assert!(log.contains("password authentication failed"), "the log does not say why:\n{log}");
     assert!(!log.contains("first-secret") && !message.contains("first-secret"), "the password was printed");
