@@ -110,6 +110,7 @@ def report(args):
         "no_answer": len(no_answer),
         "no_answer_committed": sum(r["client_id"] in committed for r in no_answer),
         "other_answers": len(other),
+        "other_answers_committed": sum(r["client_id"] in committed for r in other),
         "other_examples": sorted({f'{r["status"]} {r["text"][:120]}' for r in other})[:5],
         "error_examples": sorted({f'{r["status"]} {r["text"][:160]}' for r in in_doubt + nothing + no_answer})[:6],
         "seconds_kill_to_first_201": None if first_ok is None else round(first_ok - kill, 2),
