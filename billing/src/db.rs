@@ -85,8 +85,8 @@ impl PgConn {
 
     /// The count of WARNINGs received on this connection so far (see [`PgConn::warnings`]), to compare before and
     /// after a statement.
-    pub fn warning_counter(&self) -> Arc<AtomicU64> {
-        Arc::clone(&self.warnings)
+    pub fn warnings(&self) -> u64 {
+        self.warnings.load(Ordering::Acquire)
     }
 
     pub fn client(&self) -> &Client {
@@ -182,6 +182,7 @@ pub async fn open(database: &tokio_postgres::Config, tls: &Tls, session: &Sessio
     Ok(PgConn::new(client, warnings))
 }
 
+/// PostgreSQL's message (an error's or a notice's) with its SQLSTATE and detail, on one line.
 fn describe_notice(notice: &tokio_postgres::error::DbError) -> String {
     let mut text = format!("{} (SQLSTATE {})", notice.message(), notice.code().code());
     if let Some(detail) = notice.detail() {
@@ -195,12 +196,7 @@ fn describe_notice(notice: &tokio_postgres::error::DbError) -> String {
 /// connecting to server"); PostgreSQL's message and SQLSTATE, or the operating system's, are in the source.
 pub fn describe(e: &tokio_postgres::Error) -> String {
     if let Some(db) = e.as_db_error() {
-        let mut text = format!("{} (SQLSTATE {})", db.message(), db.code().code());
-        if let Some(detail) = db.detail() {
-            text.push_str(": ");
-            text.push_str(detail);
-        }
-        return text.replace('\n', " ");
+        return describe_notice(db);
     }
     let mut text = e.to_string();
     let mut cause = std::error::Error::source(e);

@@ -182,10 +182,9 @@ impl Batches {
         })?;
         let cancel = conn.cancel_token();
         let mut write = Box::pin(async move {
-            let warnings = conn.warning_counter();
-            let before = warnings.load(Ordering::Acquire);
+            let before = conn.warnings();
             let result = conn.insert_batch(&rows).await;
-            let warned = warnings.load(Ordering::Acquire) > before;
+            let warned = conn.warnings() > before;
             drop(conn);
             result.map(|rows| Written { rows, unconfirmed: warned })
         });
@@ -235,17 +234,12 @@ impl Batches {
     /// outcome is unknown, and, the rows being committed, their log lines are written.
     async fn unconfirmed(&self, rows: &[Transaction]) -> ApiError {
         metrics::database_error(DbErrorKind::OutcomeUnknown);
-        let ids: Vec<String> = rows.iter().map(|t| t.id.to_string()).collect();
         log::warn!(
             "transactions {} committed with a warning (logged above), e.g. on the primary only, without the standbys' \
              confirmation; their clients are told the outcome is unknown",
-            ids.join(", ")
+            ids(rows)
         );
-        if let Some(txlog) = &self.txlog {
-            for t in rows {
-                txlog.append(t).await;
-            }
-        }
+        append_all(self.txlog.as_ref(), rows).await;
         ApiError::unavailable(format!(
             "the database committed the payment but warned while {ACTION} (for example, the standbys did not confirm \
              it in time, so it may be lost if the primary fails now); the payment may or may not be recorded: check \
@@ -263,16 +257,11 @@ impl Batches {
         tokio::spawn(async move {
             match tokio::time::timeout(LATE_WRITE_WAIT, write).await {
                 Ok(Ok(Written { rows: created, .. })) => {
-                    let ids: Vec<String> = created.iter().map(|t| t.id.to_string()).collect();
                     log::warn!(
                         "transactions {} committed after their clients were told the outcome was unknown",
-                        ids.join(", ")
+                        ids(&created)
                     );
-                    if let Some(txlog) = txlog {
-                        for t in &created {
-                            txlog.append(t).await;
-                        }
-                    }
+                    append_all(txlog.as_ref(), &created).await;
                 }
                 Ok(Err(e)) => log::info!(
                     "a write whose clients were told the outcome was unknown did not commit: {}",
@@ -295,11 +284,25 @@ fn take(batch: &mut Vec<Pending>, pending: Pending) {
     }
 }
 
+/// The ids of `rows`, for a log line about the whole batch.
+fn ids(rows: &[Transaction]) -> String {
+    rows.iter().map(|t| t.id.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+/// The transaction-log lines of committed rows whose clients were not told 201 (they are committed all the same).
+async fn append_all(txlog: Option<&TxLog>, rows: &[Transaction]) {
+    if let Some(txlog) = txlog {
+        for t in rows {
+            txlog.append(t).await;
+        }
+    }
+}
+
 fn no_row() -> ApiError {
     ApiError::internal("the database returned no row for the inserted transaction")
 }
 
-/// A batch PostgreSQL committed, and whether it sent a WARNING on the way ([`Writer::unconfirmed`]).
+/// A batch PostgreSQL committed, and whether it sent a WARNING on the way ([`Batches::unconfirmed`]).
 struct Written {
     rows: Vec<Transaction>,
     unconfirmed: bool,
