@@ -11,15 +11,31 @@ use crate::getall::Listings;
 use crate::metrics::{self, DbErrorKind};
 use crate::models::{NewTransaction, Transaction};
 use crate::pipeline::{Pipelines, Shared};
+use crate::reads::PointReads;
 use crate::tls::Tls;
 use crate::txlog::TxLog;
 use crate::writer::{Batches, Writer};
 
+/// A handle on the shared state: cloning it is one reference count. warp's routes clone it for every request, and
+/// with the state's dozen handles cloned one by one that was about a tenth of a `/get`'s CPU (`perf`, 2026-12-02):
+/// each handle's count is a cache line the two cores pass back and forth.
 #[derive(Clone)]
-pub struct App {
+pub struct App(Arc<State>);
+
+impl std::ops::Deref for App {
+    type Target = State;
+
+    fn deref(&self) -> &State {
+        &self.0
+    }
+}
+
+pub struct State {
     pub pool: DbPool,
     /// Shared, pipelined connections for point reads; `None` when `DATABASE_READ_CONNECTIONS` is 0.
     pub reads: Option<Arc<Pipelines>>,
+    /// Batches `GET /get/<id>` reads on those connections (reads.rs); `None` with them.
+    point_reads: Option<PointReads>,
     pub txlog: Option<TxLog>,
     /// Bound on any single query, so a database that stops answering yields a 503 instead of a hung request.
     pub query_timeout: Duration,
@@ -34,22 +50,24 @@ pub struct App {
     /// The queue of payments for the group-commit writer.
     writer: Writer,
     /// Set once the database answered and the migrations ran; until then data endpoints answer 503.
-    started: Arc<AtomicBool>,
+    started: AtomicBool,
     /// Set at SIGTERM: `/readyz` answers 503 so that endpoints drop the pod, while requests are still served.
-    stopping: Arc<AtomicBool>,
+    stopping: AtomicBool,
 }
 
 impl App {
     pub fn new(pool: DbPool, reads: Option<Pipelines>, txlog: Option<TxLog>, config: &Config, writers: usize) -> Self {
         let (query_timeout, body_timeout) = (config.database_timeout, config.limits.body_read_timeout);
         let (tls, listings) = (config.tls.clone(), Listings::new(config.listings.clone()));
-        let started = Arc::new(AtomicBool::new(false));
-        let stopping = Arc::new(AtomicBool::new(false));
+        let (started, stopping) = (AtomicBool::new(false), AtomicBool::new(false));
         let batches = Batches { pool: pool.clone(), tls: tls.clone(), query_timeout, txlog: txlog.clone() };
         let writer = Writer::start(batches, writers);
-        App {
+        let reads = reads.map(Arc::new);
+        let point_reads = reads.as_ref().map(|reads| PointReads::start(Arc::clone(reads), query_timeout));
+        App(Arc::new(State {
             pool,
-            reads: reads.map(Arc::new),
+            reads,
+            point_reads,
             txlog,
             query_timeout,
             body_timeout,
@@ -58,7 +76,7 @@ impl App {
             writer,
             started,
             stopping,
-        }
+        }))
     }
 
     pub fn mark_stopping(&self) {
@@ -89,6 +107,19 @@ impl App {
         match &self.reads {
             Some(reads) => reads.get().await.map(Reader::Shared),
             None => db::checkout(&self.pool).await.map(|conn| Reader::Pooled(Box::new(conn))),
+        }
+    }
+
+    /// The transaction with `id`, `None` if there is none: batched with the point reads that arrive with it, or on
+    /// a pooled connection when sharing is off (`DATABASE_READ_CONNECTIONS=0`).
+    pub async fn find(&self, id: i64) -> Result<Option<Transaction>, ApiError> {
+        self.ensure_started()?;
+        match &self.point_reads {
+            Some(reads) => reads.find(id).await,
+            None => {
+                let conn = db::checkout(&self.pool).await?;
+                self.bounded(&format!("reading transaction {id}"), conn.find(id)).await
+            }
         }
     }
 

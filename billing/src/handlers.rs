@@ -125,9 +125,7 @@ pub async fn get(raw_id: String, app: App) -> Response {
     respond(
         async {
             let id = validation::parse_id(&raw_id)?;
-            let reader = app.reader().await?;
-            let found = app.bounded(&format!("reading transaction {id}"), reader.conn().find(id)).await?;
-            match found {
+            match app.find(id).await? {
                 Some(t) => Ok(warp::reply::json(&t).into_response()),
                 None => Err(ApiError::not_found(format!("transaction {id} does not exist"))),
             }

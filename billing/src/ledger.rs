@@ -13,12 +13,13 @@ use crate::models::{NewTransaction, Transaction};
 pub enum Query {
     InsertBatch,
     Find,
+    FindMany,
     Page,
     Ready,
 }
 
 impl Query {
-    pub const COUNT: usize = 4;
+    pub const COUNT: usize = 5;
 
     pub fn sql(self) -> &'static str {
         match self {
@@ -34,6 +35,10 @@ impl Query {
                  RETURNING id, client_id, amount, created_at"
             }
             Query::Find => "SELECT id, client_id, amount, created_at FROM transactions WHERE id = $1",
+            // The point reads of a batch (reads.rs), each id at most once in the answer, in no particular order.
+            Query::FindMany => {
+                "SELECT id, client_id, amount, created_at FROM transactions WHERE id = ANY($1::bigint[])"
+            }
             // `LIMIT NULL` is `LIMIT ALL`: one statement serves the whole listing and its pages.
             Query::Page => {
                 "SELECT id, client_id, amount, created_at FROM transactions WHERE id > $1 ORDER BY id LIMIT $2"
@@ -105,6 +110,13 @@ impl PgConn {
         let statement = self.statement(Query::Find).await?;
         let row = self.client().query_opt(statement, &[&id]).await?;
         row.as_ref().map(Transaction::from_row).transpose()
+    }
+
+    /// The transactions among `ids` that exist, in no particular order.
+    pub async fn find_many(&self, ids: &[i64]) -> Result<Vec<Transaction>, tokio_postgres::Error> {
+        let statement = self.statement(Query::FindMany).await?;
+        let rows = self.client().query(statement, &[&ids]).await?;
+        rows.iter().map(Transaction::from_row).collect()
     }
 
     /// Rows with an id above `after_id`, in id order, at most `limit` (all of them for `None`), as a stream.

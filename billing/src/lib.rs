@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod migrate;
 pub mod models;
 pub mod pipeline;
+pub mod reads;
 pub mod request_id;
 pub mod router;
 pub mod server;

@@ -31,8 +31,9 @@ pub const CONNECTIONS_OPEN: &str = "billing_http_connections";
 pub const CONNECTIONS_SHED: &str = "billing_http_connections_shed_total";
 pub const CONNECTIONS_REFUSED: &str = "billing_http_connections_refused_total";
 pub const WRITE_BATCH_SIZE: &str = "billing_write_batch_size";
+pub const READ_BATCH_SIZE: &str = "billing_read_batch_size";
 
-/// Payments per group-commit batch (writer.rs), up to its most, 1024.
+/// Payments per group-commit batch (writer.rs), and ids per batch of point reads (reads.rs), up to their most, 1024.
 pub const BATCH_BUCKETS: [f64; 11] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
 
 /// Request-duration buckets, in seconds: a point read takes well under a millisecond on a healthy database, so the
@@ -84,7 +85,9 @@ pub fn install(pool_size: u32, txlog: bool) -> Result<(), String> {
         .set_buckets_for_metric(Matcher::Full(HTTP_DURATION.to_string()), &DURATION_BUCKETS)
         .map_err(|e| format!("cannot configure the metrics histogram: {e}"))?
         .set_buckets_for_metric(Matcher::Full(WRITE_BATCH_SIZE.to_string()), &BATCH_BUCKETS)
-        .map_err(|e| format!("cannot configure the batch-size histogram: {e}"))?;
+        .map_err(|e| format!("cannot configure the batch-size histogram: {e}"))?
+        .set_buckets_for_metric(Matcher::Full(READ_BATCH_SIZE.to_string()), &BATCH_BUCKETS)
+        .map_err(|e| format!("cannot configure the read batch-size histogram: {e}"))?;
     let handle = builder.install_recorder().map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
     let upkeep = handle.clone();
     tokio::spawn(async move {
@@ -107,6 +110,11 @@ pub fn install(pool_size: u32, txlog: bool) -> Result<(), String> {
         WRITE_BATCH_SIZE,
         Unit::Count,
         "Payments written together in one statement and one commit by the group-commit writer"
+    );
+    describe_histogram!(
+        READ_BATCH_SIZE,
+        Unit::Count,
+        "Point reads (GET /get/<id>) answered together by one statement on a shared connection"
     );
     describe_counter!(PAYMENTS_CREATED, "Payments committed by this process (POST /add answered 201)");
     describe_counter!(PAYMENTS_REFUSED, "POST /add requests refused for bad input, by reason (the error code)");
@@ -163,6 +171,10 @@ pub fn request(method: &'static str, route: &'static str, status: u16, elapsed: 
 
 pub fn write_batch(size: usize) {
     histogram!(WRITE_BATCH_SIZE).record(size as f64);
+}
+
+pub fn read_batch(size: usize) {
+    histogram!(READ_BATCH_SIZE).record(size as f64);
 }
 
 pub fn payment_created() {

@@ -81,6 +81,11 @@ impl Pipelines {
         Pipelines { slots, next: AtomicUsize::new(0), database, tls, session, connect_timeout }
     }
 
+    /// How many shared connections there are (at least one).
+    pub fn count(&self) -> usize {
+        self.slots.len()
+    }
+
     /// The next shared connection in turn, or the 503 that says why there is none.
     pub async fn get(&self) -> Result<Shared, ApiError> {
         let slot = &self.slots[self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()];

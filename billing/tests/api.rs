@@ -154,8 +154,10 @@ async fn get_by_id_and_its_errors() -> TestResult {
     Ok(())
 }
 
-/// Hundreds of reads in flight at once, on one shared (pipelined) connection and, with sharing off, on the pool:
-/// every answer is the row that was asked for, and the unknown ids in between are 404s.
+/// Hundreds of reads in flight at once, batched on one shared (pipelined) connection and, with sharing off, on the
+/// pool: every answer is the row that was asked for (also for an id asked for by many requests of one batch), and the
+/// unknown ids in between are 404s. With sharing on they were read in batches: fewer statements than reads, and every
+/// read in exactly one of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_reads_each_get_their_own_row() -> TestResult {
     for read_connections in ["1", "0"] {
@@ -164,8 +166,10 @@ async fn concurrent_reads_each_get_their_own_row() -> TestResult {
             "INSERT INTO transactions (client_id, amount) \
              SELECT 'client-' || g, g * 10 FROM generate_series(1, 300) AS g",
         )?;
+        let metrics_before = app.client.get(app.url("/metrics")).send().await?.text().await?;
         let mut reads = tokio::task::JoinSet::new();
-        for id in 1..=400_i64 {
+        // Ids 1-400 once each, and id 7 sixty times more.
+        for id in (1..=400_i64).chain(std::iter::repeat_n(7, 60)) {
             let (client, url) = (app.client.clone(), app.url(&format!("/get/{id}")));
             reads.spawn(async move {
                 let r = client.get(url).send().await.map_err(|e| format!("GET /get/{id}: {e}"))?;
@@ -186,10 +190,26 @@ async fn concurrent_reads_each_get_their_own_row() -> TestResult {
                 );
             } else {
                 assert_eq!(status, StatusCode::NOT_FOUND, "reads {read_connections}, id {id}: {body}");
+                assert_eq!(body["message"], format!("transaction {id} does not exist"));
             }
             answered += 1;
         }
-        assert_eq!(answered, 400);
+        assert_eq!(answered, 460);
+        let metrics = app.client.get(app.url("/metrics")).send().await?.text().await?;
+        let batched = |text: &str, series: &str| -> f64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("billing_read_batch_size_{series} ")))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0.0)
+        };
+        let reads_in_batches = batched(&metrics, "sum") - batched(&metrics_before, "sum");
+        let batches = batched(&metrics, "count") - batched(&metrics_before, "count");
+        if read_connections == "1" {
+            assert_eq!(reads_in_batches, 460.0, "every read is in exactly one batch");
+            assert!(batches < 460.0, "{batches} statements for 460 concurrent reads: nothing was batched");
+        } else {
+            assert_eq!((reads_in_batches, batches), (0.0, 0.0), "with sharing off, reads go through the pool");
+        }
     }
     Ok(())
 }

@@ -175,6 +175,42 @@ async fn shared_read_connection_recovers_after_a_database_restart() -> TestResul
     Ok(())
 }
 
+/// Point reads stuck behind a lock past DATABASE_TIMEOUT_SECS: each batched read answers 503 within about that
+/// long, saying so, and the reads after the lock goes are answered again (the connection whose statement may still
+/// run was replaced, so nothing queues behind it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_stuck_past_the_timeout_answer_503_and_reads_recover() -> TestResult {
+    let app = TestApp::start_with(&[("DATABASE_TIMEOUT_SECS", "1"), ("DATABASE_READ_CONNECTIONS", "1")])?;
+    let r = app.client.post(app.url("/add?client_id=c1&amount=5")).send().await?;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(app.client.get(app.url("/get/1")).send().await?.status(), StatusCode::OK);
+    let locker = lock_transactions(&app, 30).await?;
+    let started = Instant::now();
+    let stuck: Vec<_> = (0..8)
+        .map(|_| {
+            let (client, url) = (app.client.clone(), app.url("/get/1"));
+            tokio::spawn(async move {
+                let r = client.get(url).send().await?;
+                let status = r.status();
+                Ok::<_, reqwest::Error>((status, r.json::<Value>().await?))
+            })
+        })
+        .collect();
+    for read in stuck {
+        let (status, body) = read.await??;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(message.contains("did not answer within 1s"), "{message}");
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(4), "the stuck reads were answered after {took:?}");
+    common::release_lock(shared(), &app.db, locker)?;
+    let r = app.client.get(app.url("/get/1")).send().await?;
+    let (status, body) = (r.status(), r.json::<Value>().await?);
+    assert_eq!((status, body["client_id"].as_str()), (StatusCode::OK, Some("c1")), "{body}");
+    Ok(())
+}
+
 /// A payment stuck behind a lock past DATABASE_TIMEOUT_SECS: billing cancels the statement, tells the client that
 /// nothing was recorded (so a retry cannot double it), and indeed nothing is, even once the lock goes away. The
 /// connection is fine afterwards.
