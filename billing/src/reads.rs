@@ -79,6 +79,9 @@ async fn run(connections: &Pipelines, receiver: &Mutex<mpsc::UnboundedReceiver<L
             let mut receiver = receiver.lock().await;
             let Some(first) = receiver.recv().await else { return };
             batch.push(first);
+            // Requests already being parsed on this worker queue their ids first; with nothing else to run this
+            // returns at once, so a lone read does not wait.
+            tokio::task::yield_now().await;
             // Whatever else is queued now, and no more: a batch never waits to fill.
             while batch.len() < MAX_BATCH {
                 match receiver.try_recv() {
