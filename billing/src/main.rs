@@ -60,6 +60,7 @@ fn serve() -> ExitCode {
     let result = runtime.block_on(billing::run(config));
     // A transaction-log write stuck on a hung volume holds a blocking thread; do not wait for it forever.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    logging::flush();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -302,7 +302,7 @@ where
             metrics::request(metrics::method_label(&method), route, status, elapsed);
             let millis = elapsed.as_secs_f64() * 1000.0;
             log::info!(
-                target: "billing::access",
+                target: crate::logging::ACCESS_TARGET,
                 method = method.as_str(), route, path = path.as_str(), status, duration_ms = millis;
                 "{method} {path} {status} {millis:.3}ms"
             );

@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{TestApp, TestResult};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -308,9 +310,12 @@ async fn health_endpoints() -> TestResult {
 async fn access_log_has_a_line_per_request() -> TestResult {
     let app = TestApp::start()?;
     app.client.get(app.url("/get/abc")).send().await?;
-    let log = app.service.log();
-    let line = log.lines().find(|l| l.contains("billing::access") && l.contains("GET /get/abc 400"));
-    assert!(line.is_some_and(|l| l.ends_with("ms")), "no access-log line in:\n{log}");
+    let access_line = |log: &str| {
+        log.lines().find(|l| l.contains("billing::access") && l.contains("GET /get/abc 400")).map(str::to_owned)
+    };
+    // Access lines are written every 50 ms, and nothing else is logged meanwhile to carry this one out sooner.
+    let log = app.service.wait_for_log(|log| access_line(log).is_some(), Duration::from_secs(5))?;
+    assert!(access_line(&log).is_some_and(|l| l.ends_with("ms")), "no access-log line in:\n{log}");
     Ok(())
 }
 

@@ -260,7 +260,8 @@ async fn json_log_lines_carry_the_request_id() -> TestResult {
     let generated = r.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     assert_eq!(generated.len(), 36, "{generated}");
 
-    let log = app.service.log();
+    // Access lines are written every 50 ms: wait for the last request's.
+    let log = app.service.wait_for_log(|log| log.contains(&generated), Duration::from_secs(5))?;
     let lines: Vec<Value> = log
         .lines()
         .map(|l| serde_json::from_str(l).map_err(|e| format!("not one JSON object per line ({e}): {l}")))

@@ -90,6 +90,22 @@ impl ServiceProcess {
         fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// The log once `found` holds for it, polled every 20 ms for up to `timeout`: the access log's lines reach it
+    /// within 50 ms of their requests, not at once. The error carries the log as it was.
+    pub fn wait_for_log(&self, found: impl Fn(&str) -> bool, timeout: Duration) -> Result<String, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = self.log();
+            if found(&log) {
+                return Ok(log);
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("not in the log within {timeout:?}:\n{log}"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Polls `GET /readyz` until it answers 200; fails with the service's log if it does not within `timeout`
     /// or the process exits.
     pub fn wait_ready(&mut self, timeout: Duration) -> Result<(), String> {
