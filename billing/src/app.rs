@@ -152,10 +152,7 @@ impl App {
             Err(_) => {
                 metrics::database_error(DbErrorKind::Timeout);
                 log::warn!("{action}: no answer from the database within {:?}", self.query_timeout);
-                Err(ApiError::unavailable(format!(
-                    "the database did not answer within {}s while {action}",
-                    self.query_timeout.as_secs()
-                )))
+                Err(ApiError::no_answer(action, self.query_timeout))
             }
         }
     }

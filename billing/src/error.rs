@@ -75,6 +75,11 @@ impl ApiError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable", message)
     }
 
+    /// The database gave no answer within `waited` (`DATABASE_TIMEOUT_SECS`) while doing `action`.
+    pub fn no_answer(action: &str, waited: std::time::Duration) -> Self {
+        Self::unavailable(format!("the database did not answer within {}s while {action}", waited.as_secs()))
+    }
+
     /// The service is fine but this kind of request is at its limit; the client should retry shortly.
     pub fn busy(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "busy", message)

@@ -29,7 +29,7 @@ pub const FLUSH_EVERY: Duration = Duration::from_millis(50);
 /// holds up requests as it did before, rather than growing a buffer.
 pub const FLUSH_AT: usize = 64 * 1024;
 
-static OUTPUT: Output = Output { pending: Mutex::new(Vec::new()), writing: Mutex::new(()) };
+static OUTPUT: Output = Output::new();
 
 thread_local! {
     /// Set while the logger formats a line that may wait (see the module's comment).
@@ -43,6 +43,10 @@ struct Output {
 }
 
 impl Output {
+    const fn new() -> Self {
+        Output { pending: Mutex::new(Vec::new()), writing: Mutex::new(()) }
+    }
+
     fn add(&self, line: &[u8], may_wait: bool) {
         let full = {
             let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
@@ -87,10 +91,8 @@ impl log::Log for Logger {
         self.0.enabled(metadata)
     }
 
+    /// env_logger's `log` applies the filter itself.
     fn log(&self, record: &log::Record<'_>) {
-        if !self.0.matches(record) {
-            return;
-        }
         let may_wait = record.level() == log::Level::Info && record.target() == ACCESS_TARGET;
         MAY_WAIT.set(may_wait);
         self.0.log(record);
@@ -222,7 +224,7 @@ mod tests {
 
     #[test]
     fn access_lines_wait_and_any_other_line_writes_them_first() {
-        let output = Output { pending: Mutex::new(Vec::new()), writing: Mutex::new(()) };
+        let output = Output::new();
         let pending = |o: &Output| o.pending.lock().map(|p| p.len()).unwrap_or(usize::MAX);
         output.add(b"GET /ping 200\n", true);
         output.add(b"GET /ping 200\n", true);

@@ -63,10 +63,7 @@ impl PointReads {
             Ok(Err(_)) => Err(ApiError::internal("the point reader ended without an answer")),
             Err(_) => {
                 metrics::database_error(DbErrorKind::Timeout);
-                Err(ApiError::unavailable(format!(
-                    "the database did not answer within {}s while reading transaction {id}",
-                    self.query_timeout.as_secs()
-                )))
+                Err(ApiError::no_answer(&format!("reading transaction {id}"), self.query_timeout))
             }
         }
     }
@@ -77,17 +74,17 @@ async fn run(connections: &Pipelines, receiver: &Mutex<mpsc::UnboundedReceiver<L
     loop {
         {
             let mut receiver = receiver.lock().await;
-            let Some(first) = receiver.recv().await else { return };
-            batch.push(first);
-            // Requests already being parsed on this worker queue their ids first; with nothing else to run this
+            // Waits for one id, and takes whatever else is queued with it.
+            if receiver.recv_many(&mut batch, MAX_BATCH).await == 0 {
+                return;
+            }
+            // Requests already being parsed on this worker queue their ids next; with nothing else to run this
             // returns at once, so a lone read does not wait.
             tokio::task::yield_now().await;
-            // Whatever else is queued now, and no more: a batch never waits to fill.
-            while batch.len() < MAX_BATCH {
-                match receiver.try_recv() {
-                    Ok(next) => batch.push(next),
-                    Err(_) => break,
-                }
+            // What they queued, and no more: a batch never waits to fill (with nothing queued, `recv_many` would).
+            if !receiver.is_empty() {
+                let room = MAX_BATCH - batch.len();
+                receiver.recv_many(&mut batch, room).await;
             }
         }
         // Requests that gave up while queued need no read.
@@ -106,7 +103,7 @@ async fn read(connections: &Pipelines, batch: &mut Vec<Lookup>, query_timeout: D
         Err(e) => return answer_all(batch, &e),
     };
     let ids: Vec<i64> = batch.iter().map(|lookup| lookup.id).collect();
-    let rows = match tokio::time::timeout(query_timeout, shared.conn().find_many(&ids)).await {
+    let mut rows = match tokio::time::timeout(query_timeout, shared.conn().find_many(&ids)).await {
         Ok(Ok(rows)) => rows,
         Ok(Err(e)) => return answer_all(batch, &ApiError::from_query(ACTION, &e)),
         Err(_) => {
@@ -114,14 +111,9 @@ async fn read(connections: &Pipelines, batch: &mut Vec<Lookup>, query_timeout: D
             shared.conn().poison();
             metrics::database_error(DbErrorKind::Timeout);
             log::warn!("{ACTION}: no answer from the database within {query_timeout:?}; opening a new connection");
-            let waited = query_timeout.as_secs();
-            return answer_all(
-                batch,
-                &ApiError::unavailable(format!("the database did not answer within {waited}s while {ACTION}")),
-            );
+            return answer_all(batch, &ApiError::no_answer(ACTION, query_timeout));
         }
     };
-    let mut rows = rows;
     rows.sort_unstable_by_key(|t| t.id);
     for lookup in batch.drain(..) {
         let found = rows.binary_search_by_key(&lookup.id, |t| t.id).ok().map(|i| rows[i].clone());

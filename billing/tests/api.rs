@@ -198,14 +198,12 @@ async fn concurrent_reads_each_get_their_own_row() -> TestResult {
         }
         assert_eq!(answered, 460);
         let metrics = app.client.get(app.url("/metrics")).send().await?.text().await?;
-        let batched = |text: &str, series: &str| -> f64 {
-            text.lines()
-                .find_map(|l| l.strip_prefix(&format!("billing_read_batch_size_{series} ")))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0.0)
-        };
-        let reads_in_batches = batched(&metrics, "sum") - batched(&metrics_before, "sum");
-        let batches = batched(&metrics, "count") - batched(&metrics_before, "count");
+        // A series not there yet (no batch so far) counts 0.
+        let batched = |text: &str, series: &str| common::sample(text, series).unwrap_or(0.0);
+        let reads_in_batches =
+            batched(&metrics, "billing_read_batch_size_sum") - batched(&metrics_before, "billing_read_batch_size_sum");
+        let batches = batched(&metrics, "billing_read_batch_size_count")
+            - batched(&metrics_before, "billing_read_batch_size_count");
         if read_connections == "1" {
             assert_eq!(reads_in_batches, 460.0, "every read is in exactly one batch");
             assert!(batches < 460.0, "{batches} statements for 460 concurrent reads: nothing was batched");

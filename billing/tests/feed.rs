@@ -150,10 +150,7 @@ async fn a_row_the_database_refuses_fails_alone() -> TestResult {
     assert_eq!(app.sql("SELECT count(*) FROM transactions WHERE client_id = 'refused'")?, "0");
     // They were written in batches: fewer batches than payments.
     let metrics = app.client.get(app.url("/metrics")).send().await?.text().await?;
-    let batches: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("billing_write_batch_size_count "))
-        .and_then(|v| v.trim().parse().ok())
+    let batches = common::sample(&metrics, "billing_write_batch_size_count")
         .ok_or("no billing_write_batch_size_count in /metrics")?;
     assert!(batches < 20.0, "{batches} batches for 20 payments: nothing was batched");
     Ok(())

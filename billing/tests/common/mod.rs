@@ -47,6 +47,12 @@ impl TestApp {
     }
 }
 
+/// The value of the sample `series` (a metric name with no labels, such as `billing_write_batch_size_count`) in a
+/// `/metrics` text, if it is there.
+pub fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')).and_then(|v| v.trim().parse().ok())
+}
+
 pub fn client() -> Result<reqwest::Client, String> {
     reqwest::Client::builder().timeout(Duration::from_secs(30)).build().map_err(|e| e.to_string())
 }
