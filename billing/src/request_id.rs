@@ -44,9 +44,10 @@ impl RequestId {
         HeaderValue::from_str(&self.0).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
     }
 
-    /// Runs `fut` with this id as the current one.
-    pub async fn scope<F: Future>(self, fut: F) -> F::Output {
-        CURRENT.scope(self, fut).await
+    /// Runs `fut` with this id as the current one. Not an `async fn`: that would be one more future around `fut`,
+    /// and `fut` would be copied into it and again into the task-local's on the first poll.
+    pub fn scope<F: Future>(self, fut: F) -> impl Future<Output = F::Output> {
+        CURRENT.scope(self, fut)
     }
 }
 
