@@ -48,7 +48,7 @@ async fn stalled_listings_cannot_starve_payments() -> TestResult {
         assert_eq!(r.status(), StatusCode::OK, "readiness during the stalled listings");
     }
     println!("slowest of 20 payments with {STALLED} stalled listings: {slowest:?}");
-    // The pool wait is DATABASE_TIMEOUT_SECS=2: a payment that had to wait for a listing's connection would show it.
+    // The pool wait is DATABASE_TIMEOUT_SECS=2: a payment that had to wait for a listing's connection would get 503.
     assert!(slowest < Duration::from_secs(2), "a payment waited {slowest:?}");
 
     // The listing beyond the limit is told to come back, after waiting up to DATABASE_TIMEOUT_SECS for a turn.
