@@ -2,7 +2,8 @@
 //!
 //! A request queues its id and waits. A reader task takes whatever is queued (never waiting for more: at one
 //! request at a time a batch is that one id) and reads it with one statement ([`Query::FindMany`]) on a shared
-//! connection (pipeline.rs), then hands each request its row. Under load the next batch forms while one is being
+//! connection (pipeline.rs), then hands each request its row. Two readers share each connection, so a second batch
+//! can queue behind the one being read. Under load the next batch forms while one is being
 //! read, so a busy process sends PostgreSQL one statement per batch instead of one per request: on this project's
 //! 2-core bench, with 32 connections, batches of 16 ids on average took PostgreSQL's CPU per `/get` from 15-17 to
 //! 5-6 µs, and billing's own sends to it shrank with them (docs/benchmarks.md).
@@ -25,6 +26,14 @@ use crate::pipeline::Pipelines;
 /// Most ids in one statement: far more than a process has requests in flight, and an 8 KiB parameter at most.
 pub const MAX_BATCH: usize = 1024;
 
+/// Two batches in flight on each shared connection: the next batch is already in PostgreSQL's socket when the one
+/// before it finishes, so its backend does not sit idle for a round trip through billing between batches. On the
+/// 2-core bench (32 connections, alternating 6-8 s runs at e317fc0) two readers gave 27.8k, 36.5k, 36.6k, 46.4k and
+/// 35.3k `/get`/s against one reader's 26.6k, 30.3k, 34.5k, 39.6k and 32.9k, with billing's CPU per request 2-7 µs
+/// lower; four readers were no better than two (35.3k). An earlier try with up to four in flight, before the reader
+/// yielded to gather its batch, was inside the noise (docs/benchmarks.md).
+const READERS_PER_CONNECTION: usize = 2;
+
 /// The action named in a failed read's message.
 const ACTION: &str = "reading transactions";
 
@@ -43,11 +52,11 @@ pub struct PointReads {
 }
 
 impl PointReads {
-    /// One reader task per shared connection, so that each connection has one batch in flight at a time.
+    /// [`READERS_PER_CONNECTION`] reader tasks per shared connection, each with at most one batch in flight.
     pub fn start(connections: Arc<Pipelines>, query_timeout: Duration) -> Self {
         let (queue, receiver) = mpsc::unbounded_channel();
         let receiver = Arc::new(Mutex::new(receiver));
-        for _ in 0..connections.count() {
+        for _ in 0..connections.count() * READERS_PER_CONNECTION {
             let (receiver, connections) = (Arc::clone(&receiver), Arc::clone(&connections));
             tokio::spawn(async move { run(&connections, &receiver, query_timeout).await });
         }
