@@ -98,8 +98,10 @@ stop_pid() {
 OUR_CHAIN_RE="^(KUBE-|CNI-|$FW_CHAIN\$)"
 IPT_TABLES=(filter nat mangle raw)
 
-# iptables_snapshot FILE: every rule and chain of every table (IPv4 and IPv6),
-# without counters, one "<family> <table> <rule>" line each.
+# iptables_snapshot: every rule and chain of every table (IPv4 and IPv6), without counters, one
+# "<family> <table> <rule>" line each, on standard output. (It once took a file name and was given
+# /dev/stdout inside a redirected block: reopening that truncated the block's file and wrote from its start,
+# so host-safety.sh's snapshots kept 12 bytes of the iptables section and never compared it.)
 iptables_snapshot() {
   local ipt t
   for ipt in iptables ip6tables; do
@@ -107,7 +109,7 @@ iptables_snapshot() {
     for t in "${IPT_TABLES[@]}"; do
       "$ipt" -t "$t" -S 2>/dev/null | sed "s/^/$ipt $t /"
     done
-  done >"$1"
+  done
 }
 
 # foreign_cluster_findings: one line per sign of another Kubernetes (or of

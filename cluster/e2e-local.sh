@@ -43,13 +43,14 @@ done
 # HOST_SAFETY_CHECK=0 leaves the check out.
 check_host=0
 if ((do_up && do_down)) && [[ ${HOST_SAFETY_CHECK:-1} == 1 ]] && ! pid_alive kube-apiserver; then check_host=1; fi
-host_before=$(mktemp)
+host_before=$(mktemp) host_snapped=0
 # shellcheck disable=SC2329 # run by the EXIT trap
 teardown() {
   local rc=$?
   trap - EXIT
   if ((do_down)); then bash "$here/down.sh" || rc=1; fi
-  if ((check_host)); then bash "$here/host-safety.sh" compare "$host_before" || rc=1; bash "$here/host-safety.sh" unplant; fi
+  if ((host_snapped)); then bash "$here/host-safety.sh" compare "$host_before" || rc=1; fi
+  if ((check_host)); then bash "$here/host-safety.sh" unplant; fi
   rm -f "$host_before"
   exit "$rc"
 }
@@ -58,9 +59,17 @@ trap teardown EXIT
 # install them first (what up.sh would do anyway), so the snapshot is taken of the host up.sh really starts on.
 if ((do_up)) && [[ ${SKIP_DEPS:-} != 1 ]]; then bash "$here/install-deps.sh"; fi
 if ((check_host)); then
+  # An earlier run killed before its teardown (a CI job cancelled, a session ended) leaves our state and pid
+  # directories; up.sh would tear them down itself, but only after the host was checked and photographed, so
+  # the refusal check and the snapshot would see the leftovers (CI failed so once). Tear them down first.
+  if [[ -e $STATE || -e $RUN ]]; then
+    log "leftovers of an earlier run ($STATE, $RUN): tearing them down (cluster/down.sh) before the host-safety checks"
+    bash "$here/down.sh"
+  fi
   bash "$here/host-safety.sh" refusal
   bash "$here/host-safety.sh" plant
   bash "$here/host-safety.sh" snapshot "$host_before"
+  host_snapped=1
 fi
 if ((do_up)); then bash "$here/up.sh" >/dev/null; fi
 pid_alive kube-apiserver || die "the local cluster is not running: start it with cluster/up.sh (or pass --up)"

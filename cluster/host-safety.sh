@@ -25,7 +25,7 @@ DECOY_CT=(-p tcp -s 10.244.200.5 -d 10.244.200.6 --sport 40000 --dport 5432)
 host_state() {
   local f=$1 s
   {
-    echo "## iptables"; iptables_snapshot /dev/stdout
+    echo "## iptables"; iptables_snapshot
     echo "## nft tables"; nft list tables 2>/dev/null | sort
     echo "## addresses"; ip -o addr show | awk '{$1=""; print}' | sed 's/valid_lft.*//' | sort
     echo "## routes"; ip route show table all | grep -v '^local\|^broadcast\|^multicast\|^ff00::/8\|^fe80::/64' | sort
@@ -48,6 +48,10 @@ unplant() {
 
 case ${1:-} in
   refusal)
+    # With leftovers of an earlier run up.sh first runs down.sh, which removes every KUBE-* chain that run's
+    # snapshot lacks, the planted one too: the check would test down.sh, not the refusal.
+    [[ ! -e $STATE && ! -e $RUN ]] \
+      || die "leftovers of an earlier run ($STATE, $RUN): tear them down first (cluster/down.sh)"
     unplant
     iptables -t nat -N "$DECOY_KUBE_CHAIN"
     fake=$(mktemp -d); cp "$(command -v sleep)" "$fake/kubelet"
@@ -56,8 +60,9 @@ case ${1:-} in
     rc=0
     out=$(SKIP_DEPS=1 bash "$here/up.sh" 2>&1) || rc=$?
     kill "$fake_pid" 2>/dev/null || true; wait "$fake_pid" 2>/dev/null || true; rm -rf "$fake"
-    iptables -t nat -X "$DECOY_KUBE_CHAIN"
     printf '%s\n' "$out" | sed 's/^/    up.sh: /' >&2
+    iptables -t nat -X "$DECOY_KUBE_CHAIN" 2>/dev/null \
+      || die "up.sh removed iptables chain $DECOY_KUBE_CHAIN (table nat), which it did not make"
     ((rc != 0)) || die "up.sh started beside another cluster's kubelet and KUBE-* chain"
     grep -q "process kubelet (pid $fake_pid)" <<<"$out" || die "up.sh's refusal does not name the kubelet process"
     grep -q "iptables chain $DECOY_KUBE_CHAIN in table nat" <<<"$out" || die "up.sh's refusal does not name the chain"

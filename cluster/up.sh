@@ -54,7 +54,7 @@ chmod 700 "$STATE"
 nft list tables >"$STATE/nft-tables.orig" 2>/dev/null || true
 # iptables as they were: down.sh removes only the KUBE-*/CNI-*/BILLING-CLUSTER chains absent from this
 # snapshot and the rules that jump to them, never a chain or rule that was already there.
-iptables_snapshot "$STATE/iptables.orig"
+iptables_snapshot >"$STATE/iptables.orig"
 echo "iptables-snapshot $STATE/iptables.orig" >>"$STATE/host-changes"
 # cgroups the kubelet (cgroupfs driver) will create: none existed (checked above), so each is ours.
 for h in /sys/fs/cgroup/*/; do
