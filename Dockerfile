@@ -7,6 +7,8 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock rustfmt.toml ./
+# How mimalloc is compiled (transparent huge pages off): .cargo/config.toml.
+COPY .cargo .cargo
 COPY billing billing
 COPY testkit testkit
 # --locked: the image is built from exactly the dependency versions the tests ran with.
