@@ -66,6 +66,15 @@ if ((check_host)); then
     log "leftovers of an earlier run ($STATE, $RUN): tearing them down (cluster/down.sh) before the host-safety checks"
     bash "$here/down.sh"
   fi
+  # The same on purpose: a cluster killed with no teardown, then the leftover teardown above, which must leave the
+  # host exactly as before the killed run. HOST_SAFETY_KILLED_RUN=0 leaves this part out (about a minute).
+  if [[ ${HOST_SAFETY_KILLED_RUN:-1} == 1 ]]; then
+    bash "$here/host-safety.sh" snapshot "$host_before"
+    bash "$here/host-safety.sh" killed-run
+    log "tearing down the killed run's leftovers (cluster/down.sh)"
+    bash "$here/down.sh"
+    bash "$here/host-safety.sh" compare "$host_before" --without-planted
+  fi
   bash "$here/host-safety.sh" refusal
   bash "$here/host-safety.sh" plant
   bash "$here/host-safety.sh" snapshot "$host_before"

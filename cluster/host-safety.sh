@@ -11,8 +11,12 @@
 #   host-safety.sh snapshot F  the host state down.sh must leave as it was: iptables (IPv4/6, all tables),
 #                              nft tables, addresses, routes, links, mounts, cgroup directories, sysctls
 #   host-safety.sh compare F   fails, showing the difference, unless the host matches snapshot F and the
-#                              planted conntrack entry is still there
+#                              planted conntrack entry is still there (--without-planted: no such entry expected)
 #   host-safety.sh unplant     remove what plant made
+#   host-safety.sh killed-run  start the cluster (up.sh) and SIGKILL every process of it, as a cancelled CI job or
+#                              an ended session does: no teardown runs, and our state, mounts, links, chains and
+#                              cgroups are left for the next run's down.sh (e2e-local.sh then checks it leaves the
+#                              host as it was before this)
 set -euo pipefail
 # shellcheck source=cluster/common.sh
 . "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/common.sh"
@@ -78,6 +82,22 @@ case ${1:-} in
     log "host-safety: planted iptables nat chain $DECOY_CHAIN (jumped to from POSTROUTING) and a conntrack entry 10.244.200.5 -> 10.244.200.6"
     ;;
   snapshot) host_state "$2" ;;
+  killed-run)
+    [[ ! -e $STATE && ! -e $RUN ]] || die "leftovers of an earlier run ($STATE, $RUN): tear them down first (cluster/down.sh)"
+    SKIP_DEPS=1 bash "$here/up.sh" >/dev/null
+    pids=()
+    for f in "$PIDS"/*.pid "$RUN"/containerd/io.containerd.runtime.v2.task/*/*/shim.pid; do
+      [[ -s $f ]] && pids+=("$(cat "$f")")
+    done
+    # the containers' own processes, which outlive their shims
+    mapfile -t -O "${#pids[@]}" pids < <(find /sys/fs/cgroup -path '*kubepods*' -name cgroup.procs -exec cat {} + 2>/dev/null)
+    ((${#pids[@]} > 0)) || die "killed-run: found no process of the cluster up.sh started"
+    kill -KILL "${pids[@]}" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do pid_alive kube-apiserver || pid_alive kubelet || pid_alive containerd || break; sleep 0.1; done
+    ! pid_alive kube-apiserver || die "killed-run: kube-apiserver survived SIGKILL"
+    [[ -e $STATE ]] || die "killed-run: up.sh left no state behind"
+    log "host-safety: killed the started cluster with SIGKILL (${#pids[@]} processes: control plane, containerd, shims, containers); no teardown ran"
+    ;;
   compare)
     now=$(mktemp); host_state "$now"
     if ! diff -u "$2" "$now" >"$now.diff"; then
@@ -86,10 +106,14 @@ case ${1:-} in
       die "host-safety: the host is not as it was before up.sh (diff above: - before, + after down.sh)"
     fi
     rm -f "$now" "$now.diff"
+    if [[ ${3:-} == --without-planted ]]; then
+      log "host-safety: the host matches its state before the killed run (iptables, nft, addresses, routes, links, mounts, cgroups, sysctls)"
+      exit 0
+    fi
     conntrack -L "${DECOY_CT[@]}" 2>/dev/null | grep -q 10.244.200.5 \
       || die "host-safety: down.sh deleted a conntrack entry outside our pod range (10.244.200.5)"
     log "host-safety: after down.sh the host matches its state before up.sh (iptables, nft, addresses, routes, links, mounts, cgroups, sysctls); the planted chain and conntrack entry are intact"
     ;;
   unplant) unplant ;;
-  *) echo "usage: $0 refusal|plant|snapshot FILE|compare FILE|unplant" >&2; exit 2 ;;
+  *) echo "usage: $0 refusal|plant|killed-run|snapshot FILE|compare FILE [--without-planted]|unplant" >&2; exit 2 ;;
 esac
