@@ -112,6 +112,19 @@ iptables_snapshot() {
   done
 }
 
+# our_shims: the PIDs of containerd shims started by our containerd, found by the socket address every one of
+# them is started with (only ours carry $CONTAINERD_SOCK). Their bundles' shim.pid files miss some of them when
+# the cluster was killed rather than stopped: a task still starting has no file yet, and such a shim outlives
+# containerd (host-safety.sh killed-run left two per run before down.sh looked for them this way).
+our_shims() {
+  local p cmd
+  for p in /proc/[0-9]*; do
+    cmd=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null) || continue
+    [[ $cmd == *containerd-shim*" -address $CONTAINERD_SOCK"* ]] && echo "${p#/proc/}"
+  done
+  return 0
+}
+
 # foreign_cluster_findings: one line per sign of another Kubernetes (or of
 # anything using our addresses) on this machine; nothing when it is clear.
 # Run while our cluster is NOT running: our own processes and chains would

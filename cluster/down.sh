@@ -53,6 +53,8 @@ for f in "$RUN"/containerd/io.containerd.runtime.v2.task/*/*/shim.pid; do
     kill -KILL "$pid" 2>/dev/null || true
   fi
 done
+# and those no bundle records (a killed cluster's), by the socket they were started with
+for pid in $(our_shims); do kill -KILL "$pid" 2>/dev/null || true; done
 stop_pid containerd 20
 stop_pid kube-apiserver 20
 stop_pid etcd 20

@@ -62,8 +62,8 @@ if ((check_host)); then
   # An earlier run killed before its teardown (a CI job cancelled, a session ended) leaves our state and pid
   # directories; up.sh would tear them down itself, but only after the host was checked and photographed, so
   # the refusal check and the snapshot would see the leftovers (CI failed so once). Tear them down first.
-  if [[ -e $STATE || -e $RUN ]]; then
-    log "leftovers of an earlier run ($STATE, $RUN): tearing them down (cluster/down.sh) before the host-safety checks"
+  if [[ -e $STATE || -e $RUN || -n $(our_shims) ]]; then
+    log "leftovers of an earlier run ($STATE, $RUN, or its containerd shims): tearing them down (cluster/down.sh) before the host-safety checks"
     bash "$here/down.sh"
   fi
   # The same on purpose: a cluster killed with no teardown, then the leftover teardown above, which must leave the
