@@ -6,17 +6,20 @@
 #   scripts/check-chart.sh
 #
 #  - helm lint --strict: default, task1 and task2 values, and both tasks with the
-#    ServiceMonitor and the dashboard on, Helm 3 and Helm 4
+#    ServiceMonitor, the dashboard and the PrometheusRule on, Helm 3 and Helm 4
 #  - helm template of default/task1/task2/kind, of both tasks with every
 #    metrics object on, of values/ha.yaml and of task 1's migration to it
 #    (Helm 3 and Helm 4; CloudNativePG mode is told the Cluster CRD is there,
 #    which helm lint cannot be, so lint skips those two) and of every
-#    combination of the chart's six switches (Helm 3), validated by
+#    combination of the chart's six switches (Helm 3), and of values/ha.yaml
+#    with the metrics objects on, validated by
 #    kubernetes-validate --strict
 #    against the oldest and newest supported Kubernetes (it knows no CRDs and
 #    warns about the ServiceMonitor and the Cluster:
 #    tests/chart/test_servicemonitor_crd.py and tests/chart/test_cnpg.py
 #    check those against their operators' CRD schemas)
+#  - promtool check rules on the rule groups of every rendered PrometheusRule
+#    (tests/chart/test_prometheusrule.py unit-tests them with promtool test rules)
 #  - checkov over the rendered manifests (skips: tests/chart/checkov.yaml)
 #  - hadolint on the Dockerfile
 #  - yamllint on the values files, the checkov settings, e2e/prometheus.yaml and
@@ -57,7 +60,7 @@ run bash scripts/install-tools.sh
 # the machine. actionlint looks for shellcheck on PATH for `run:` blocks.
 export PATH="$BIN:$VENV_BIN:$PATH"
 export PYTHONDONTWRITEBYTECODE=1
-for tool in helm3 helm4 actionlint; do
+for tool in helm3 helm4 actionlint promtool; do
     [ -x "$BIN/$tool" ] || die "$BIN/$tool is missing after install-tools.sh"
 done
 for tool in kubernetes-validate checkov hadolint yamllint shellcheck zizmor pytest; do
@@ -66,7 +69,7 @@ done
 # The metrics checks need Go (the PromQL parser, the CRD module) and cargo (billing itself).
 command -v go >/dev/null || die "go is not on PATH: tests/chart builds its PromQL parser and fetches the ServiceMonitor CRD with Go"
 command -v cargo >/dev/null || die "cargo is not on PATH: tests/chart/test_dashboard.py scrapes the real billing binary"
-METRICS_ON=(--set metrics.serviceMonitor.enabled=true --set metrics.dashboard.enabled=true)
+METRICS_ON=(--set metrics.serviceMonitor.enabled=true --set metrics.dashboard.enabled=true --set metrics.prometheusRule.enabled=true)
 # CloudNativePG mode renders only where the operator's CRD is served.
 CNPG_API=(--api-versions postgresql.cnpg.io/v1/Cluster)
 CNPG_MIGRATION=(--set database.cnpg.enabled=true --set database.cnpg.import.enabled=true)
@@ -98,7 +101,7 @@ render() { # render HELM NAME ARGS...
 }
 count=0
 for helm in helm3 helm4; do
-    printf '[check-chart] $ %s template billing %s -f values/... (default, task1, task2, task2+kind, task1/task2 + metrics objects, ha, task1 + migration to CloudNativePG)\n' "$helm" "$CHART"
+    printf '[check-chart] $ %s template billing %s -f values/... (default, task1, task2, task2+kind, task1/task2/ha + metrics objects, ha, task1 + migration to CloudNativePG)\n' "$helm" "$CHART"
     render "$helm" default
     render "$helm" task1 -f values/task1.yaml
     render "$helm" task2 -f values/task2.yaml
@@ -106,8 +109,9 @@ for helm in helm3 helm4; do
     render "$helm" task1-metrics -f values/task1.yaml "${METRICS_ON[@]}"
     render "$helm" task2-metrics -f values/task2.yaml "${METRICS_ON[@]}"
     render "$helm" ha -f values/ha.yaml "${CNPG_API[@]}"
+    render "$helm" ha-metrics -f values/ha.yaml "${CNPG_API[@]}" "${METRICS_ON[@]}"
     render "$helm" task1-migration -f values/task1.yaml "${CNPG_API[@]}" "${CNPG_MIGRATION[@]}"
-    count=$((count + 8))
+    count=$((count + 9))
 done
 # The combinations with Helm 3 only: tests/chart/test_helms.py checks that
 # Helm 3 and Helm 4 render the same objects.
@@ -141,6 +145,18 @@ for version in "$KUBE_OLDEST" "$KUBE_NEWEST"; do
     kubernetes-validate --strict --quiet -k "$version" "$RENDERED"/*.yaml \
         || die "kubernetes-validate found invalid objects for Kubernetes $version"
 done
+
+section "promtool check rules (the PrometheusRule's groups as a rule file)"
+mkdir -p "$RENDERED/rules"
+rule_files=0
+for rendered in "$RENDERED"/helm*-*metrics.yaml; do
+    rules=$RENDERED/rules/$(basename "$rendered")
+    printf '[check-chart] $ python tests/chart/promtool/rule_file.py %s >%s\n' "$rendered" "$rules"
+    python tests/chart/promtool/rule_file.py "$rendered" >"$rules" || die "no rule file from $rendered"
+    run promtool check rules "$rules"
+    rule_files=$((rule_files + 1))
+done
+[ "$rule_files" -ge 6 ] || die "only $rule_files renders with a PrometheusRule were checked (expected task1, task2 and ha with each Helm)"
 
 section "checkov (skips and their reasons: tests/chart/checkov.yaml and checkov.io/skip annotations)"
 # Once over the Helm 3 renders: Helm 4 renders the same objects (the unit

