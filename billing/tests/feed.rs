@@ -57,7 +57,10 @@ async fn a_pager_following_after_id_sees_every_row_once_in_order() -> TestResult
     // The pager reads from the first process while everything writes.
     let pager_base = services[0].url("");
     let pager_client = client.clone();
-    let pager_stop = Arc::clone(&stop);
+    // The pager stops only once every writer has returned, so it also reads the batches that were committing
+    // when the writers were told to stop (it used to share the writers' flag and could stop before them).
+    let writers_done = Arc::new(AtomicBool::new(false));
+    let pager_stop = Arc::clone(&writers_done);
     let pager = tokio::spawn(async move {
         let (mut seen, mut last, mut quiet_pages) = (Vec::<i64>::new(), 0i64, 0);
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -91,6 +94,7 @@ async fn a_pager_following_after_id_sees_every_row_once_in_order() -> TestResult
     for writer in writers {
         acknowledged.extend(writer.await??);
     }
+    writers_done.store(true, Ordering::Relaxed);
     let seen = pager.await??;
 
     let in_table: Vec<i64> = shared()

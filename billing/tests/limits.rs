@@ -102,7 +102,7 @@ fn a_body_that_stops_arriving_gets_408() -> TestResult {
 
 /// The open-files limit of a container (1024 here) with 2,000 idle and half-sent connections open against it:
 /// billing sizes its connection cap below that limit and closes the longest-idle connections for new ones, so
-/// `/ping` and `/add` still answer within a second.
+/// `/ping` and `/add` still answer, long before the idle connections' 60 s header time-out would free anything.
 #[test]
 fn idle_and_half_sent_connections_cannot_lock_out_clients() -> TestResult {
     raise_fd_limit();
@@ -126,7 +126,8 @@ fn idle_and_half_sent_connections_cannot_lock_out_clients() -> TestResult {
         hogs.push(s);
     }
     assert!(hogs.len() >= 1900, "only {} connections could be opened", hogs.len());
-    std::thread::sleep(Duration::from_millis(500));
+    // Wait until billing has reached its cap and started to shed, rather than for a fixed time.
+    service.wait_for_log(|log| log.contains("closing the longest-idle ones"), Duration::from_secs(30))?;
 
     for path in ["/ping", "/add?client_id=after-flood&amount=1"] {
         let started = Instant::now();
@@ -134,7 +135,9 @@ fn idle_and_half_sent_connections_cannot_lock_out_clients() -> TestResult {
         let r = http_request(addr, method, path, &[], b"")?;
         let took = started.elapsed();
         assert!((200..300).contains(&r.status), "{path}: {} {}", r.status, r.text());
-        assert!(took < Duration::from_secs(1), "{path} took {took:?} with {} connections held", hogs.len());
+        // The bound tells "served while the connections are held" from "served once their 60 s header time-out
+        // freed them": 10 s is far below the latter and generous for a loaded 2-core machine.
+        assert!(took < Duration::from_secs(10), "{path} took {took:?} with {} connections held", hogs.len());
     }
     assert_eq!(shared().psql(&db, "SELECT client_id FROM transactions")?, "after-flood");
     let log = service.log();

@@ -8,9 +8,10 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use common::{TestApp, TestResult, lock_transactions};
+use billing_testkit::shared;
+use common::{TestApp, TestResult, lock_transactions, release_lock};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -218,17 +219,35 @@ async fn database_errors_are_counted_by_kind() -> TestResult {
 
 #[tokio::test]
 async fn waiting_for_a_pooled_connection_is_visible() -> TestResult {
-    // One pooled connection, held by a write stuck behind a lock: a listing waits for the pool.
-    let app = TestApp::start_with(&[("DATABASE_TIMEOUT_SECS", "3"), ("DATABASE_POOL_SIZE", "1")])?;
-    let mut locker = lock_transactions(&app, 2).await?;
+    // One pooled connection, held by a write stuck behind a lock: a listing waits for the pool. The lock is released
+    // by the test once it has seen the wait, well within DATABASE_TIMEOUT_SECS (generous, for a loaded machine).
+    let app = TestApp::start_with(&[("DATABASE_TIMEOUT_SECS", "20"), ("DATABASE_POOL_SIZE", "1")])?;
+    let locker = lock_transactions(&app, 60).await?;
     let first = tokio::spawn(app.client.post(app.url("/add?client_id=a&amount=1")).send());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Wait on conditions, not time: the payment's INSERT waits for the lock in PostgreSQL ...
+    let stuck = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND wait_event_type = 'Lock' \
+         AND query LIKE '%INSERT INTO transactions%'",
+        app.db
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while app.sql(&stuck)? == "0" {
+        assert!(Instant::now() < deadline, "the payment never reached the lock");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let second = tokio::spawn(app.client.get(app.url("/getall")).send());
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let m = Scrape::of(&app).await?;
+    // ... and the listing is seen waiting for the pool (or never, and the test fails).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let m = loop {
+        let m = Scrape::of(&app).await?;
+        if m.get("billing_db_pool_waiting_requests", &[]) == 1.0 || Instant::now() >= deadline {
+            break m;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(m.get("billing_db_pool_waiting_requests", &[]), 1.0);
     assert_eq!(m.get("billing_db_pool_idle_connections", &[]), 0.0);
-    let _ = locker.wait();
+    release_lock(shared(), &app.db, locker)?;
     assert_eq!(first.await??.status(), StatusCode::CREATED);
     assert_eq!(second.await??.status(), StatusCode::OK);
     let m = Scrape::of(&app).await?;

@@ -123,7 +123,8 @@ pub async fn lock_transactions_in(
         &format!("BEGIN; LOCK TABLE transactions IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep({seconds}); COMMIT;"),
     )?;
     let lock_held = "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
-                     WHERE c.relname = 'transactions' AND l.mode = 'AccessExclusiveLock' AND l.granted";
+                     WHERE c.relname = 'transactions' AND l.mode = 'AccessExclusiveLock' AND l.granted \
+                     AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())";
     let deadline = Instant::now() + Duration::from_secs(10);
     while server.psql(db, lock_held)? != "1" {
         assert!(Instant::now() < deadline, "the lock was never taken");
@@ -137,7 +138,8 @@ pub async fn lock_transactions_in(
 /// closing it (a reset, seen in CI).
 pub fn release_lock(server: &PgServer, db: &str, mut locker: std::process::Child) -> Result<(), String> {
     let holder = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-                  WHERE application_name = 'psql' AND query LIKE '%pg_sleep%' AND pid <> pg_backend_pid()";
+                  WHERE datname = current_database() AND application_name = 'psql' AND query LIKE '%pg_sleep%' \
+                  AND pid <> pg_backend_pid()";
     server.psql(db, holder)?;
     locker.wait().map_err(|e| format!("waiting for the locking psql: {e}"))?;
     Ok(())
