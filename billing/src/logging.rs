@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 
 use crate::request_id;
 
-/// The target of the access log's lines (server.rs).
+/// The target of the access log's lines (http/server.rs).
 pub const ACCESS_TARGET: &str = "billing::access";
 
 /// Longest an access line waits before it is written.

@@ -7,7 +7,8 @@ use serde::{Serialize, Serializer};
 pub struct Transaction {
     pub id: i64,
     /// A string, as in the original app: client ids such as "007" or "acme-1" keep their exact spelling. `None`
-    /// (JSON `null`) only for a row adopted from the course's Flask table, whose columns allowed NULL (adopt.rs).
+    /// (JSON `null`) only for a row adopted from the course's Flask table, whose columns allowed NULL
+    /// (schema/adopt.rs).
     pub client_id: Option<String>,
     /// `None` only for an adopted Flask row, as above.
     pub amount: Option<i64>,

@@ -12,10 +12,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::config::describe_database;
+use crate::config::tls::Tls;
 use crate::db::{self, PgConn, Session};
 use crate::error::ApiError;
 use crate::metrics::{self, DbErrorKind};
-use crate::tls::Tls;
 
 /// One shared connection. Cloning is cheap; the connection closes when the last clone is dropped.
 #[derive(Clone)]

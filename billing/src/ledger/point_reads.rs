@@ -18,10 +18,10 @@ use std::time::Duration;
 
 use tokio::sync::{Mutex, mpsc, oneshot};
 
+use crate::db::read_connections::Pipelines;
 use crate::error::ApiError;
 use crate::metrics::{self, DbErrorKind};
 use crate::models::Transaction;
-use crate::pipeline::Pipelines;
 
 /// Most ids in one statement: far more than a process has requests in flight, and an 8 KiB parameter at most.
 pub const MAX_BATCH: usize = 1024;

@@ -31,13 +31,14 @@ use std::time::Duration;
 
 use tokio::sync::{Mutex, mpsc, oneshot};
 
+use crate::config::tls::Tls;
+use crate::db::connect::describe;
+use crate::db::statements::WriteError;
 use crate::db::{self, DbPool};
 use crate::error::ApiError;
-use crate::ledger::WriteError;
+use crate::ledger::txlog::TxLog;
 use crate::metrics::{self, DbErrorKind};
 use crate::models::{NewTransaction, Transaction};
-use crate::tls::Tls;
-use crate::txlog::TxLog;
 
 /// Most payments in one batch: more than a busy process has in flight, few enough that a batch's statement stays
 /// around 100 KiB.
@@ -265,7 +266,7 @@ impl Batches {
                 }
                 Ok(Err(e)) => log::info!(
                     "a write whose clients were told the outcome was unknown did not commit: {}",
-                    e.error.as_ref().map_or_else(|| "no row".to_string(), db::describe)
+                    e.error.as_ref().map_or_else(|| "no row".to_string(), describe)
                 ),
                 Err(_) => log::warn!(
                     "a write whose clients were told the outcome was unknown got no answer in {}s; its outcome stays \
