@@ -151,6 +151,10 @@ def edges(src):
             found.extend(expand(tree))
         for head, tail in INLINE.findall(USE.sub("", code)):
             found.append([head] + [s for s in tail.split("::") if s])
+        # A child module named in code without a `use` (`sqlstate::class_of(..)` in db/mod.rs).
+        for child in {m[-1] for m in mods if m[:-1] == module and len(m) == len(module) + 1}:
+            if re.search(r"(?<![:\w])" + child + r"::", USE.sub("", code)):
+                found.append([child])
         for segments in found:
             if segments[0] == "self":
                 segments = ["crate"] + list(module) + segments[1:]
@@ -247,6 +251,11 @@ def self_test():
             "http/mod.rs": "",
             "db/mod.rs": "fn f() -> crate::http::Reply { todo!() }\n",
         }, "db/mod.rs imports http/mod.rs: `db` may not use `http`"),
+        "circle through a child named in code": ({
+            "lib.rs": "pub mod db;\n",
+            "db/mod.rs": "pub mod sqlstate;\nfn f() { sqlstate::class_of(); }\n",
+            "db/sqlstate.rs": "use crate::db::Pool;\n",
+        }, "import circle among 2 files: db/mod.rs, db/sqlstate.rs"),
         "circle through a re-export": ({
             "lib.rs": "pub mod config;\n",
             "config/mod.rs": "pub mod tls;\npub use tls::Tls;\npub struct Error;\n",

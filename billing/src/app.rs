@@ -9,6 +9,7 @@ use tokio::sync::Semaphore;
 use crate::config::tls::Tls;
 use crate::config::{Config, ListingLimits};
 use crate::db::read_connections::{Pipelines, Shared};
+use crate::db::sqlstate;
 use crate::db::{self, DbConn, DbPool, PgConn};
 use crate::error::ApiError;
 use crate::ledger::point_reads::PointReads;
@@ -149,7 +150,7 @@ impl App {
         query: impl Future<Output = Result<T, tokio_postgres::Error>>,
     ) -> Result<T, ApiError> {
         match tokio::time::timeout(self.query_timeout, query).await {
-            Ok(result) => result.map_err(|e| ApiError::from_query(action, &e)),
+            Ok(result) => result.map_err(|e| sqlstate::query_error(action, &e)),
             Err(_) => {
                 metrics::database_error(DbErrorKind::Timeout);
                 log::warn!("{action}: no answer from the database within {:?}", self.query_timeout);

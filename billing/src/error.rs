@@ -10,9 +10,44 @@ use warp::reply::{Reply, Response};
 pub struct ApiError {
     pub status: StatusCode,
     /// A stable, machine-readable name for the kind of failure.
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub field: Option<&'static str>,
     pub message: String,
+}
+
+/// The kinds of failure, each with the stable name clients read in the body's `error` field (docs and tests rely on
+/// these names; the `reason` label of `billing_payments_refused_total` is one of them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    InvalidField,
+    BadRequest,
+    UnsupportedMediaType,
+    PayloadTooLarge,
+    RequestTimeout,
+    NotFound,
+    MethodNotAllowed,
+    DatabaseUnavailable,
+    Busy,
+    SchemaMissing,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidField => "invalid_field",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::RequestTimeout => "request_timeout",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::DatabaseUnavailable => "database_unavailable",
+            ErrorCode::Busy => "busy",
+            ErrorCode::SchemaMissing => "schema_missing",
+            ErrorCode::Internal => "internal",
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -27,26 +62,26 @@ struct Body<'a> {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError { status, code, field: None, message: message.into() }
     }
 
     pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
-        ApiError { field: Some(field), ..Self::new(StatusCode::BAD_REQUEST, "invalid_field", message) }
+        ApiError { field: Some(field), ..Self::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidField, message) }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+        Self::new(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, message)
     }
 
     pub fn unsupported_media_type(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", message)
+        Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, ErrorCode::UnsupportedMediaType, message)
     }
 
     pub fn payload_too_large(limit: usize) -> Self {
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
+            ErrorCode::PayloadTooLarge,
             format!("the request body is larger than {limit} bytes"),
         )
     }
@@ -54,21 +89,21 @@ impl ApiError {
     pub fn request_timeout(limit: std::time::Duration) -> Self {
         Self::new(
             StatusCode::REQUEST_TIMEOUT,
-            "request_timeout",
+            ErrorCode::RequestTimeout,
             format!("the request body did not arrive within {}s", limit.as_secs()),
         )
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+        Self::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, message)
     }
 
     pub fn method_not_allowed(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", message)
+        Self::new(StatusCode::METHOD_NOT_ALLOWED, ErrorCode::MethodNotAllowed, message)
     }
 
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable", message)
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::DatabaseUnavailable, message)
     }
 
     /// The database gave no answer within `waited` (`DATABASE_TIMEOUT_SECS`) while doing `action`.
@@ -78,13 +113,13 @@ impl ApiError {
 
     /// The service is fine but this kind of request is at its limit; the client should retry shortly.
     pub fn busy(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "busy", message)
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Busy, message)
     }
 
     pub fn schema_missing(database_message: &str) -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "schema_missing",
+            ErrorCode::SchemaMissing,
             format!(
                 "the ledger table is missing from the database ({database_message}); was the database wiped? \
                  billing does not re-create it behind your back: restore the data, or restart billing to run its \
@@ -94,13 +129,13 @@ impl ApiError {
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal, message)
     }
 }
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
+        write!(f, "{} {}: {}", self.status.as_u16(), self.code.as_str(), self.message)
     }
 }
 
@@ -110,7 +145,7 @@ impl Reply for ApiError {
     fn into_response(self) -> Response {
         let request_id = crate::request_id::current();
         let body = Body {
-            error: self.code,
+            error: self.code.as_str(),
             field: self.field,
             message: &self.message,
             request_id: request_id.as_ref().map(|id| id.as_str()),
@@ -118,7 +153,7 @@ impl Reply for ApiError {
         let mut response = warp::reply::with_status(warp::reply::json(&body), self.status).into_response();
         // The rest of the body was never read, so the connection cannot carry another request: say so, and hyper
         // closes it after this answer instead of waiting for the rest.
-        if self.code == "busy" {
+        if self.code == ErrorCode::Busy {
             response.headers_mut().insert(warp::http::header::RETRY_AFTER, warp::http::HeaderValue::from_static("1"));
         }
         if matches!(self.status, StatusCode::REQUEST_TIMEOUT | StatusCode::PAYLOAD_TOO_LARGE) {

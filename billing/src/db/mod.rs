@@ -28,6 +28,7 @@ use crate::config::tls::Tls;
 use crate::config::{Config, describe_database};
 use crate::db::connect::{ConnectFailure, describe, describe_notice};
 use crate::db::sql::Query;
+use crate::db::sqlstate::{class, class_of};
 use crate::error::ApiError;
 use crate::metrics::{self, DbErrorKind};
 use crate::warning_limiter::WarningLimiter;
@@ -179,7 +180,7 @@ pub async fn open(database: &tokio_postgres::Config, tls: &Tls, session: &Sessio
         while let Some(message) = messages.next().await {
             match message {
                 Ok(tokio_postgres::AsyncMessage::Notice(notice)) => {
-                    if notice.code().code().starts_with("01") {
+                    if class_of(notice.code()) == class::WARNING {
                         counted.fetch_add(1, Ordering::AcqRel);
                         log::warn!("PostgreSQL on {target}: {}", describe_notice(&notice));
                     } else {

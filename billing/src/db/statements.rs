@@ -2,12 +2,15 @@
 //! failed write means for the payment ([`WriteError`]). Their SQL is sql.rs's.
 
 use futures_util::{StreamExt, TryStreamExt};
-use tokio_postgres::error::Severity;
+use tokio_postgres::error::{Severity, SqlState};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, RowStream};
 
 use crate::db::PgConn;
 use crate::db::sql::Query;
+use crate::db::sqlstate;
+use crate::error::ApiError;
+use crate::metrics::{self, DbErrorKind};
 use crate::models::{NewTransaction, Transaction};
 
 /// A write that failed, and whether PostgreSQL may have committed it all the same.
@@ -27,8 +30,20 @@ impl WriteError {
 
     /// The SQLSTATE of PostgreSQL's answer when that answer proves nothing was committed (57014: cancelled; class
     /// 23: a constraint refused a row), `None` when the outcome is open or PostgreSQL did not answer.
-    pub fn answered_code(&self) -> Option<&str> {
-        self.error.as_ref().filter(|_| !self.maybe_committed)?.code().map(tokio_postgres::error::SqlState::code)
+    pub fn answered_code(&self) -> Option<&SqlState> {
+        self.error.as_ref().filter(|_| !self.maybe_committed)?.code()
+    }
+
+    /// The client's answer for this failed write, counted ([`sqlstate::write_error`] for PostgreSQL's errors).
+    pub fn to_api_error(&self, action: &str) -> ApiError {
+        match &self.error {
+            Some(e) => sqlstate::write_error(action, e, self.maybe_committed),
+            None => {
+                log::error!("{action}: PostgreSQL committed the row but returned none");
+                metrics::database_error(DbErrorKind::Other);
+                ApiError::internal(format!("the database returned no row while {action}"))
+            }
+        }
     }
 
     /// The statement was sent and then `error` came, after a returned row or not.

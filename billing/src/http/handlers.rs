@@ -92,7 +92,7 @@ pub async fn add(
     .await;
     match &result {
         Ok(_) => metrics::payment_created(),
-        Err(e) if e.status.is_client_error() => metrics::payment_refused(e.code),
+        Err(e) if e.status.is_client_error() => metrics::payment_refused(e.code.as_str()),
         Err(_) => {}
     }
     respond(result)

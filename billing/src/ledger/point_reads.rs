@@ -19,6 +19,7 @@ use std::time::Duration;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::db::read_connections::Pipelines;
+use crate::db::sqlstate;
 use crate::error::ApiError;
 use crate::metrics::{self, DbErrorKind};
 use crate::models::Transaction;
@@ -114,7 +115,7 @@ async fn read(connections: &Pipelines, batch: &mut Vec<Lookup>, query_timeout: D
     let ids: Vec<i64> = batch.iter().map(|lookup| lookup.id).collect();
     let mut rows = match tokio::time::timeout(query_timeout, shared.conn().find_many(&ids)).await {
         Ok(Ok(rows)) => rows,
-        Ok(Err(e)) => return answer_all(batch, &ApiError::from_query(ACTION, &e)),
+        Ok(Err(e)) => return answer_all(batch, &sqlstate::query_error(ACTION, &e)),
         Err(_) => {
             // The statement may still run on this connection, and every read pipelined behind it would wait.
             shared.conn().poison();

@@ -30,9 +30,11 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio_postgres::error::SqlState;
 
 use crate::config::tls::Tls;
 use crate::db::connect::describe;
+use crate::db::sqlstate::{class, class_of};
 use crate::db::statements::WriteError;
 use crate::db::{self, DbPool};
 use crate::error::ApiError;
@@ -198,7 +200,7 @@ impl Batches {
                     log::warn!("{ACTION}: could not send the cancel request: {why}");
                 }
                 match tokio::time::timeout(db::CANCEL_GRACE, &mut write).await {
-                    Ok(Err(e)) if e.answered_code() == Some("57014") => {
+                    Ok(Err(e)) if e.answered_code() == Some(&SqlState::QUERY_CANCELED) => {
                         metrics::database_error(DbErrorKind::Cancelled);
                         return Err(Failure::other(ApiError::unavailable(format!(
                             "the database did not answer within {waited}s while {ACTION}; the statement was \
@@ -222,8 +224,8 @@ impl Batches {
             Ok(Written { rows, unconfirmed: true }) => Err(Failure::other(self.unconfirmed(&rows).await)),
             // SQLSTATE class 23: a row the database's constraints refuse.
             Err(e) => Err(Failure {
-                refused: e.answered_code().is_some_and(|code| code.starts_with("23")),
-                error: ApiError::from_write(ACTION, &e),
+                refused: e.answered_code().is_some_and(|code| class_of(code) == class::INTEGRITY_CONSTRAINT_VIOLATION),
+                error: e.to_api_error(ACTION),
             }),
         }
     }
