@@ -8,7 +8,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::tls::Tls;
 use crate::config::{Config, ListingLimits};
-use crate::db::read_connections::{Pipelines, Shared};
+use crate::db::read_connections::{ReadConnections, Shared};
 use crate::db::sqlstate;
 use crate::db::{self, DbConn, DbPool, PgConn};
 use crate::error::ApiError;
@@ -19,8 +19,8 @@ use crate::metrics::{self, DbErrorKind};
 use crate::models::{NewTransaction, Transaction};
 
 /// A handle on the shared state: cloning it is one reference count. warp's routes clone it for every request, and
-/// with the state's dozen handles cloned one by one that was about a tenth of a `/get`'s CPU (`perf`, 2026-12-02):
-/// each handle's count is a cache line the two cores pass back and forth.
+/// each handle's count is a cache line the cores pass back and forth, so the state is one count rather than a dozen
+/// handles cloned one by one (docs/benchmarks.md, "`App` is one `Arc`").
 #[derive(Clone)]
 pub struct App(Arc<State>);
 
@@ -35,7 +35,7 @@ impl std::ops::Deref for App {
 pub struct State {
     pub pool: DbPool,
     /// Shared, pipelined connections for point reads; `None` when `DATABASE_READ_CONNECTIONS` is 0.
-    pub reads: Option<Arc<Pipelines>>,
+    pub reads: Option<Arc<ReadConnections>>,
     /// Batches `GET /get/<id>` reads on those connections (ledger/point_reads.rs); `None` with them.
     point_reads: Option<PointReads>,
     pub txlog: Option<TxLog>,
@@ -58,7 +58,13 @@ pub struct State {
 }
 
 impl App {
-    pub fn new(pool: DbPool, reads: Option<Pipelines>, txlog: Option<TxLog>, config: &Config, writers: usize) -> Self {
+    pub fn new(
+        pool: DbPool,
+        reads: Option<ReadConnections>,
+        txlog: Option<TxLog>,
+        config: &Config,
+        writers: usize,
+    ) -> Self {
         let (query_timeout, body_timeout) = (config.database_timeout, config.limits.body_read_timeout);
         let (tls, listings) = (config.tls.clone(), Listings::new(config.listings.clone()));
         let (started, stopping) = (AtomicBool::new(false), AtomicBool::new(false));

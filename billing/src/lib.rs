@@ -30,15 +30,16 @@ pub mod warning_limiter;
 use tokio::sync::watch;
 
 use crate::app::App;
-use crate::config::{Config, describe_database};
-use crate::db::read_connections::Pipelines;
+use crate::config::Config;
+use crate::config::database::describe_database;
+use crate::db::read_connections::ReadConnections;
 use crate::http::{router, server};
 use crate::ledger::txlog::TxLog;
 use crate::schema::migrate;
 
-/// Group-commit writer tasks (writer.rs). Batches from every process take turns on one lock until their commit is
-/// durable, so two writers in one process cannot share a WAL flush: the second only splits what the first would
-/// have taken. Measured (bench/bench.py, add at 32 connections): 1 writer 7,196/s, 2 writers 4,304/s.
+/// Group-commit writer tasks (ledger/writer.rs). Batches from every process take turns on one lock until their
+/// commit is durable, so two writers in one process cannot share a WAL flush: the second only splits what the first
+/// would have taken, and two measured slower than one (docs/benchmarks.md, "Group commit").
 const WRITERS: usize = 1;
 
 /// Serves until SIGTERM/SIGINT (then drains and returns `Ok`) or until start-up fails (then returns why).
@@ -57,7 +58,7 @@ pub async fn run(config: Config) -> Result<(), String> {
     let txlog =
         config.log_file.clone().map(|path| TxLog::new(path, config.host_name.clone(), config.log_write_timeout));
     let reads = (config.read_connections > 0).then(|| {
-        Pipelines::new(
+        ReadConnections::new(
             config.read_connections,
             config.database.clone(),
             config.tls.clone(),

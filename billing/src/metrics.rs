@@ -43,8 +43,9 @@ pub const BATCH_BUCKETS: [f64; 11] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.
 pub const DURATION_BUCKETS: [f64; 16] =
     [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
-/// How often histogram samples are folded into their buckets when nobody scrapes, so memory stays bounded: at 5 s,
-/// 80k requests/s of `/ping` held 6 MiB of raw samples between upkeeps (bench/run.sh, peak RSS 14.2 vs 8.3 MiB).
+/// How often histogram samples are folded into their buckets when nobody scrapes, so memory stays bounded: raw
+/// samples pile up between upkeeps, and at every 5 s they showed in the peak RSS under load (docs/benchmarks.md,
+/// "Metrics, request ids and billing's own server loop").
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Why a database call failed, as the `kind` label of [`DATABASE_ERRORS`].
@@ -197,8 +198,8 @@ struct RequestSeries {
 
 thread_local! {
     /// `counter!` and `histogram!` build their key (an `Arc` of the labels) and look it up in the recorder's
-    /// registry on every call; the two per request were 1.7 % of billing's CPU samples under `GET /get/<id>`, and
-    /// 0.2 % with these handles (perf, 2026-12-03). A handle stays valid for the process's life because the
+    /// registry on every call, twice per request; these handles skip that (docs/benchmarks.md, "The request
+    /// series' metric handles kept per thread"). A handle stays valid for the process's life because the
     /// recorder is installed once and `install` sets no `idle_timeout` (with one, the recorder would drop an idle
     /// series and a kept handle would count into nothing). The labels come from fixed sets, so each thread keeps a
     /// few dozen handles at most.

@@ -2,6 +2,7 @@
 //! existing manifests keep working; everything else has a safe default. The settings are plain data: the limits
 //! the HTTP layer enforces are defined here ([`ServerLimits`], [`ListingLimits`]) and consumed there.
 
+pub mod database;
 pub mod error;
 pub mod tls;
 
@@ -13,7 +14,8 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::config::tls::{Tls, take_tls_params};
+use crate::config::database::{describe_database, parse_database_url};
+use crate::config::tls::Tls;
 
 /// Everything the service needs to start. Built once by [`Config::from_env`].
 #[derive(Clone)]
@@ -199,41 +201,6 @@ impl Config {
     }
 }
 
-/// The URL without its TLS keys, parsed by tokio-postgres, and the TLS settings from those keys and the environment.
-fn parse_database_url(
-    url: &str,
-    lookup: &impl Fn(&str) -> Option<String>,
-) -> Result<(tokio_postgres::Config, Tls), ConfigError> {
-    let url = url.trim();
-    // tokio-postgres also accepts "key=value" strings; the course and the chart use URLs, and requiring one turns
-    // a stray value (a bare host name, a password pasted into the wrong variable) into a clear error.
-    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-        return Err(ConfigError(
-            "DATABASE_URL must start with postgres:// or postgresql:// (for example \
-             postgres://billing@postgres:5432/billing)"
-                .into(),
-        ));
-    }
-    // tokio-postgres knows neither sslrootcert nor verify-ca/verify-full: billing handles the TLS keys itself.
-    let (rest, tls_params) = take_tls_params(url)?;
-    // The parser's own message can quote the offending text, which may contain the password: never show it.
-    let config = tokio_postgres::Config::from_str(&rest).map_err(|_| {
-        ConfigError(
-            "DATABASE_URL is not a valid PostgreSQL URL: expected postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE \
-             with special characters in the password percent-encoded (or the password in DATABASE_PASSWORD)"
-                .into(),
-        )
-    })?;
-    if config.get_hosts().is_empty() {
-        return Err(ConfigError("DATABASE_URL names no host".into()));
-    }
-    if config.get_dbname().is_none() {
-        return Err(ConfigError("DATABASE_URL names no database: add /DATABASE after the host".into()));
-    }
-    let tls = Tls::from_settings(tls_params, lookup)?;
-    Ok((config, tls))
-}
-
 fn parse_number(
     get: &impl Fn(&str) -> Option<String>,
     name: &str,
@@ -257,21 +224,6 @@ fn parse_bool(get: &impl Fn(&str) -> Option<String>, name: &str, default: bool) 
         Some("false") => Ok(false),
         Some(other) => Err(ConfigError(format!("{name} must be true or false, got {other:?}"))),
     }
-}
-
-/// `user@host:port/db`, for logs: everything an operator needs to recognise the target, and no password.
-pub fn describe_database(config: &tokio_postgres::Config) -> String {
-    let host = config
-        .get_hosts()
-        .iter()
-        .map(|h| match h {
-            tokio_postgres::config::Host::Tcp(name) => name.clone(),
-            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
-        })
-        .collect::<Vec<_>>()
-        .join(",");
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    format!("{}@{}:{}/{}", config.get_user().unwrap_or("(default user)"), host, port, config.get_dbname().unwrap_or(""))
 }
 
 #[cfg(test)]

@@ -24,8 +24,9 @@ use futures_util::StreamExt;
 use tokio::sync::OnceCell;
 use tokio_postgres::{Client, Statement};
 
+use crate::config::Config;
+use crate::config::database::describe_database;
 use crate::config::tls::Tls;
-use crate::config::{Config, describe_database};
 use crate::db::connect::{ConnectFailure, describe, describe_notice};
 use crate::db::sql::Query;
 use crate::db::sqlstate::{class, class_of};

@@ -275,8 +275,8 @@ where
         let path = request.uri().path().to_owned();
         // warp's service is ready at once and cheap to clone (its filter holds only handles to shared state). Its
         // future (every route's, nested) is boxed on its own, so that the future below, which is moved as it is built
-        // and boxed, stays small: copied along with it, the routes' future put `memmove` at 5.4 % of billing's CPU
-        // under `GET /get`, against 2.5 % boxed (perf, 2026-12-02).
+        // and boxed, stays small: copying the routes' future along with it showed as `memmove` in `perf`
+        // (docs/benchmarks.md, "The request's future is no longer copied whole").
         let answer = Box::pin(self.inner.clone().call(request));
         let draining = Arc::clone(&self.draining);
         Box::pin(id.clone().scope(async move {

@@ -122,6 +122,9 @@ fn lost_writer() -> ApiError {
 }
 
 impl Batches {
+    /// Takes batches off the queue and writes them. Not the point reader's loop (ledger/point_reads.rs says why):
+    /// each payment is claimed (QUEUED -> TAKEN) as it leaves the queue, under the queue's lock, so that one whose
+    /// request stopped waiting is never written.
     async fn run(&self, receiver: Arc<Mutex<mpsc::UnboundedReceiver<Pending>>>) {
         loop {
             let batch = {
