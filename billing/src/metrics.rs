@@ -218,7 +218,7 @@ pub fn payment_created() {
     counter!(PAYMENTS_CREATED).increment(1);
 }
 
-/// `reason` is an error code of [`crate::error::ApiError`], a fixed set.
+/// `reason` is an [`crate::error::ErrorCode`]'s name, a fixed set.
 pub fn payment_refused(reason: &'static str) {
     counter!(PAYMENTS_REFUSED, "reason" => reason).increment(1);
 }

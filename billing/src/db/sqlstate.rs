@@ -65,36 +65,28 @@ fn classify(action: &str, err: &tokio_postgres::Error, outcome: Outcome) -> (Api
         return outcome_unknown(action);
     }
     let code = db_error.code();
-    match code {
-        _ if *code == SqlState::UNDEFINED_TABLE => {
-            log::error!("{action}: {described}");
-            (ApiError::schema_missing(&described), Some(DbErrorKind::SchemaMissing))
-        }
+    if *code == SqlState::UNDEFINED_TABLE {
+        log::error!("{action}: {described}");
+        (ApiError::schema_missing(&described), Some(DbErrorKind::SchemaMissing))
+    } else if *code == SqlState::QUERY_CANCELED {
         // A statement cancelled by PostgreSQL's own statement_timeout.
-        _ if *code == SqlState::QUERY_CANCELED => {
-            log::warn!("{action}: {described}");
-            let error = ApiError::unavailable(format!(
-                "the database did not finish in time while {action}{}",
-                outcome.nothing()
-            ));
-            (error, Some(DbErrorKind::Timeout))
-        }
-        _ if REFUSED_VALUES.contains(code) => {
-            (ApiError::bad_request(format!("the database refused the values: {described}")), None)
-        }
-        _ if is_temporary(code) => {
-            log::warn!("{action}: {described}");
-            let error = ApiError::unavailable(format!(
-                "the database is unavailable while {action}: {described}{}",
-                outcome.nothing()
-            ));
-            (error, Some(DbErrorKind::Unavailable))
-        }
-        _ => {
-            log::error!("{action}: {described}");
-            let error = ApiError::internal(format!("database error while {action}: {described}{}", outcome.nothing()));
-            (error, Some(DbErrorKind::Other))
-        }
+        log::warn!("{action}: {described}");
+        let error =
+            ApiError::unavailable(format!("the database did not finish in time while {action}{}", outcome.nothing()));
+        (error, Some(DbErrorKind::Timeout))
+    } else if REFUSED_VALUES.contains(code) {
+        (ApiError::bad_request(format!("the database refused the values: {described}")), None)
+    } else if is_temporary(code) {
+        log::warn!("{action}: {described}");
+        let error = ApiError::unavailable(format!(
+            "the database is unavailable while {action}: {described}{}",
+            outcome.nothing()
+        ));
+        (error, Some(DbErrorKind::Unavailable))
+    } else {
+        log::error!("{action}: {described}");
+        let error = ApiError::internal(format!("database error while {action}: {described}{}", outcome.nothing()));
+        (error, Some(DbErrorKind::Other))
     }
 }
 
