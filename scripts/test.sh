@@ -13,6 +13,12 @@ bash scripts/install-postgres.sh
 step "installing chart tools"
 bash scripts/install-tools.sh
 
+step "billing's layers: no import circle, no upward import (docs/architecture.md)"
+# The self-test first: the check must still catch a circle and an upward import in fake trees before its verdict
+# on the real one means anything.
+python3 scripts/check-layers.py --self-test
+python3 scripts/check-layers.py billing/src
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 step "cargo clippy"

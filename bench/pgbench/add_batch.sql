@@ -1,4 +1,4 @@
--- The true ceiling for group commit: billing's own batch statement (ledger.rs, Query::InsertBatch) run by pgbench,
+-- The true ceiling for group commit: billing's own batch statement (billing/src/db/sql.rs, Query::InsertBatch) run by pgbench,
 -- :batch rows per statement and commit, the advisory lock included. bench.py sets :batch to the mean batch size
 -- billing reached in the add case; rows per second = tps x :batch.
 \set client random(1, 1000)

@@ -4,21 +4,23 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::config::Config;
+use tokio::sync::Semaphore;
+
+use crate::config::tls::Tls;
+use crate::config::{Config, ListingLimits};
+use crate::db::read_connections::{ReadConnections, Shared};
+use crate::db::sqlstate;
 use crate::db::{self, DbConn, DbPool, PgConn};
 use crate::error::ApiError;
-use crate::getall::Listings;
+use crate::ledger::point_reads::PointReads;
+use crate::ledger::txlog::TxLog;
+use crate::ledger::writer::{Batches, Writer};
 use crate::metrics::{self, DbErrorKind};
 use crate::models::{NewTransaction, Transaction};
-use crate::pipeline::{Pipelines, Shared};
-use crate::reads::PointReads;
-use crate::tls::Tls;
-use crate::txlog::TxLog;
-use crate::writer::{Batches, Writer};
 
 /// A handle on the shared state: cloning it is one reference count. warp's routes clone it for every request, and
-/// with the state's dozen handles cloned one by one that was about a tenth of a `/get`'s CPU (`perf`, 2026-12-02):
-/// each handle's count is a cache line the two cores pass back and forth.
+/// each handle's count is a cache line the cores pass back and forth, so the state is one count rather than a dozen
+/// handles cloned one by one (docs/benchmarks.md, "`App` is one `Arc`").
 #[derive(Clone)]
 pub struct App(Arc<State>);
 
@@ -33,8 +35,8 @@ impl std::ops::Deref for App {
 pub struct State {
     pub pool: DbPool,
     /// Shared, pipelined connections for point reads; `None` when `DATABASE_READ_CONNECTIONS` is 0.
-    pub reads: Option<Arc<Pipelines>>,
-    /// Batches `GET /get/<id>` reads on those connections (reads.rs); `None` with them.
+    pub reads: Option<Arc<ReadConnections>>,
+    /// Batches `GET /get/<id>` reads on those connections (ledger/point_reads.rs); `None` with them.
     point_reads: Option<PointReads>,
     pub txlog: Option<TxLog>,
     /// Bound on any single query, so a database that stops answering yields a 503 instead of a hung request.
@@ -56,7 +58,13 @@ pub struct State {
 }
 
 impl App {
-    pub fn new(pool: DbPool, reads: Option<Pipelines>, txlog: Option<TxLog>, config: &Config, writers: usize) -> Self {
+    pub fn new(
+        pool: DbPool,
+        reads: Option<ReadConnections>,
+        txlog: Option<TxLog>,
+        config: &Config,
+        writers: usize,
+    ) -> Self {
         let (query_timeout, body_timeout) = (config.database_timeout, config.limits.body_read_timeout);
         let (tls, listings) = (config.tls.clone(), Listings::new(config.listings.clone()));
         let (started, stopping) = (AtomicBool::new(false), AtomicBool::new(false));
@@ -131,7 +139,7 @@ impl App {
         }
     }
 
-    /// Records one payment through the group-commit writer (writer.rs), then writes its transaction-log line.
+    /// Records one payment through the group-commit writer (ledger/writer.rs), then writes its transaction-log line.
     pub async fn record_payment(&self, new: NewTransaction) -> Result<Transaction, ApiError> {
         self.ensure_started()?;
         let created = self.writer.record(new).await?;
@@ -148,13 +156,26 @@ impl App {
         query: impl Future<Output = Result<T, tokio_postgres::Error>>,
     ) -> Result<T, ApiError> {
         match tokio::time::timeout(self.query_timeout, query).await {
-            Ok(result) => result.map_err(|e| ApiError::from_query(action, &e)),
+            Ok(result) => result.map_err(|e| sqlstate::query_error(action, &e)),
             Err(_) => {
                 metrics::database_error(DbErrorKind::Timeout);
                 log::warn!("{action}: no answer from the database within {:?}", self.query_timeout);
                 Err(ApiError::no_answer(action, self.query_timeout))
             }
         }
+    }
+}
+
+/// The permits for [`ListingLimits::max_concurrent`], shared by every request.
+#[derive(Clone)]
+pub struct Listings {
+    pub permits: Arc<Semaphore>,
+    pub limits: ListingLimits,
+}
+
+impl Listings {
+    pub fn new(limits: ListingLimits) -> Self {
+        Listings { permits: Arc::new(Semaphore::new(limits.max_concurrent)), limits }
     }
 }
 

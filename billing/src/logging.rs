@@ -4,8 +4,9 @@
 //! `duration_ms`).
 //!
 //! The access log's lines (INFO, target [`ACCESS_TARGET`], one per request) are gathered and written to stderr
-//! every [`FLUSH_EVERY`] or once [`FLUSH_AT`] bytes wait, instead of one `write(2)` each: that write was 7 % of the
-//! service's CPU under `GET /get/<id>` load (`perf`, 2026-12-02). Every other line is written at once, after the
+//! every [`FLUSH_EVERY`] or once [`FLUSH_AT`] bytes wait, instead of one `write(2)` each: a write per line is a
+//! real share of a light request's CPU (docs/benchmarks.md, "The access log's lines are gathered"). Every other
+//! line is written at once, after the
 //! access lines gathered before it, so the log keeps its order, and a warning or an error is never late. What is
 //! still gathered is written at exit and before a panic's message.
 
@@ -19,7 +20,7 @@ use serde_json::{Map, Value};
 
 use crate::request_id;
 
-/// The target of the access log's lines (server.rs).
+/// The target of the access log's lines (http/server.rs).
 pub const ACCESS_TARGET: &str = "billing::access";
 
 /// Longest an access line waits before it is written.

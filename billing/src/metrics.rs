@@ -14,8 +14,6 @@ use ::metrics::{
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::db::DbPool;
-
 pub const HTTP_REQUESTS: &str = "http_requests_total";
 pub const HTTP_DURATION: &str = "http_request_duration_seconds";
 pub const PAYMENTS_CREATED: &str = "billing_payments_created_total";
@@ -36,7 +34,8 @@ pub const CONNECTIONS_REFUSED: &str = "billing_http_connections_refused_total";
 pub const WRITE_BATCH_SIZE: &str = "billing_write_batch_size";
 pub const READ_BATCH_SIZE: &str = "billing_read_batch_size";
 
-/// Payments per group-commit batch (writer.rs), and ids per batch of point reads (reads.rs), up to their most, 1024.
+/// Payments per group-commit batch (ledger/writer.rs), and ids per batch of point reads (ledger/point_reads.rs), up
+/// to their most, 1024.
 pub const BATCH_BUCKETS: [f64; 11] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
 
 /// Request-duration buckets, in seconds: a point read takes well under a millisecond on a healthy database, so the
@@ -44,8 +43,9 @@ pub const BATCH_BUCKETS: [f64; 11] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.
 pub const DURATION_BUCKETS: [f64; 16] =
     [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
-/// How often histogram samples are folded into their buckets when nobody scrapes, so memory stays bounded: at 5 s,
-/// 80k requests/s of `/ping` held 6 MiB of raw samples between upkeeps (bench/run.sh, peak RSS 14.2 vs 8.3 MiB).
+/// How often histogram samples are folded into their buckets when nobody scrapes, so memory stays bounded: raw
+/// samples pile up between upkeeps, and at every 5 s they showed in the peak RSS under load (docs/benchmarks.md,
+/// "Metrics, request ids and billing's own server loop").
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Why a database call failed, as the `kind` label of [`DATABASE_ERRORS`].
@@ -154,16 +154,17 @@ pub fn install(pool_size: u32, txlog: bool) -> Result<(), String> {
 }
 
 /// The text exposition of everything recorded, or `None` when metrics are off.
-pub fn render(pool: &DbPool) -> Option<String> {
-    let handle = HANDLE.get()?;
-    // The pool's own counts, read when asked rather than tracked on every check-out.
-    let state = pool.state();
-    gauge!(POOL_OPEN).set(f64::from(state.connections));
-    gauge!(POOL_IDLE).set(f64::from(state.idle_connections));
-    Some(handle.render())
+pub fn render() -> Option<String> {
+    HANDLE.get().map(PrometheusHandle::render)
 }
 
-/// One answered request. `route` is a route template and `status` a status code, both from fixed sets.
+/// The pool's connections open and idle now; the pool's owner reports them before a scrape (db/mod.rs).
+pub fn pool_state(open: u32, idle: u32) {
+    gauge!(POOL_OPEN).set(f64::from(open));
+    gauge!(POOL_IDLE).set(f64::from(idle));
+}
+
+/// One answered request. `route` is a route template (http/routes.rs) and `status` a status code, both from fixed sets.
 pub fn request(method: &'static str, route: &'static str, status: u16, elapsed: Duration) {
     if HANDLE.get().is_none() {
         return;
@@ -197,8 +198,8 @@ struct RequestSeries {
 
 thread_local! {
     /// `counter!` and `histogram!` build their key (an `Arc` of the labels) and look it up in the recorder's
-    /// registry on every call; the two per request were 1.7 % of billing's CPU samples under `GET /get/<id>`, and
-    /// 0.2 % with these handles (perf, 2026-12-03). A handle stays valid for the process's life because the
+    /// registry on every call, twice per request; these handles skip that (docs/benchmarks.md, "The request
+    /// series' metric handles kept per thread"). A handle stays valid for the process's life because the
     /// recorder is installed once and `install` sets no `idle_timeout` (with one, the recorder would drop an idle
     /// series and a kept handle would count into nothing). The labels come from fixed sets, so each thread keeps a
     /// few dozen handles at most.
@@ -217,7 +218,7 @@ pub fn payment_created() {
     counter!(PAYMENTS_CREATED).increment(1);
 }
 
-/// `reason` is an error code of [`crate::error::ApiError`], a fixed set.
+/// `reason` is an [`crate::error::ErrorCode`]'s name, a fixed set.
 pub fn payment_refused(reason: &'static str) {
     counter!(PAYMENTS_REFUSED, "reason" => reason).increment(1);
 }
@@ -296,20 +297,6 @@ fn status_label(status: u16) -> &'static str {
     }
 }
 
-/// The route template a path belongs to, for the `route` label: never the raw path, which holds client data.
-pub fn route_of(path: &str) -> &'static str {
-    match path {
-        "/ping" => "/ping",
-        "/healthz" => "/healthz",
-        "/readyz" => "/readyz",
-        "/metrics" => "/metrics",
-        "/getall" => "/getall",
-        "/add" => "/add",
-        p if p.strip_prefix("/get/").is_some_and(|id| !id.is_empty() && !id.contains('/')) => "/get/{id}",
-        _ => "unmatched",
-    }
-}
-
 /// The method as a label: the standard ones by name, anything else (a client can send any token) as `other`.
 pub fn method_label(method: &warp::http::Method) -> &'static str {
     use warp::http::Method;
@@ -328,16 +315,6 @@ pub fn method_label(method: &warp::http::Method) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn routes_are_templates_never_raw_paths() {
-        assert_eq!(route_of("/get/17"), "/get/{id}");
-        assert_eq!(route_of("/get/abc"), "/get/{id}");
-        assert_eq!(route_of("/get/"), "unmatched");
-        assert_eq!(route_of("/get/1/2"), "unmatched");
-        assert_eq!(route_of("/add"), "/add");
-        assert_eq!(route_of("/admin/../etc/passwd"), "unmatched");
-    }
 
     #[test]
     fn unknown_methods_and_statuses_are_grouped() -> Result<(), String> {

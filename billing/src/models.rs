@@ -7,7 +7,8 @@ use serde::{Serialize, Serializer};
 pub struct Transaction {
     pub id: i64,
     /// A string, as in the original app: client ids such as "007" or "acme-1" keep their exact spelling. `None`
-    /// (JSON `null`) only for a row adopted from the course's Flask table, whose columns allowed NULL (adopt.rs).
+    /// (JSON `null`) only for a row adopted from the course's Flask table, whose columns allowed NULL
+    /// (schema/adopt.rs).
     pub client_id: Option<String>,
     /// `None` only for an adopted Flask row, as above.
     pub amount: Option<i64>,
@@ -28,9 +29,9 @@ fn rfc3339_utc<S: Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S::Ok
 
 /// The text of `at.to_rfc3339_opts(SecondsFormat::Micros, true)`, built without `fmt` or a heap allocation for the
 /// years 0000-9999 (everything PostgreSQL's `now()` can give), and by chrono itself otherwise. `/getall` formats one
-/// per row. Kept because it earns its place: with this and [`Transaction::write_json`], one `/getall` of 100,000 rows
-/// cost 31-32 ms of CPU; with chrono's formatter and `serde_json::to_writer` instead, 38-40 ms (bench/bench.py,
-/// getall_100k_c1, two rounds each, 2026-12-02).
+/// per row. Kept because it earns its place: with it and [`Transaction::write_json`] a `/getall` of 100,000 rows
+/// costs measurably less CPU than with chrono's formatter and `serde_json::to_writer` (docs/benchmarks.md,
+/// "`/getall` encodes rows without serde's per-key escaping").
 pub enum Rfc3339Micros {
     Digits([u8; 27]),
     Other(String),

@@ -1,5 +1,5 @@
 //! Slow, idle and oversized clients against the real binary over real sockets: none of them can take the service
-//! away from the others (server.rs, `Limits`).
+//! away from the others (src/http/server.rs, `config::ServerLimits`).
 
 mod common;
 

@@ -6,9 +6,10 @@
 
 mod common;
 
+use billing::http::validation::{CLIENT_ID_MAX_CHARS, validate_client_id};
+use billing::ledger::txlog::format_line;
 use billing::models::Transaction;
-use billing::txlog::format_line;
-use billing::validation::{CLIENT_ID_MAX_CHARS, validate_client_id, validate_host_name};
+use billing::text::validate_host_name;
 use chrono::{DateTime, Utc};
 use common::{LogLine, parse_log_line};
 use proptest::prelude::*;

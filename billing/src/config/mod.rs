@@ -1,5 +1,12 @@
 //! Settings read from the environment. Names follow the original Flask app (`DATABASE_URL`, `LOG_FILE`) so that
-//! existing manifests keep working; everything else has a safe default.
+//! existing manifests keep working; everything else has a safe default. The settings are plain data: the limits
+//! the HTTP layer enforces are defined here ([`ServerLimits`], [`ListingLimits`]) and consumed there.
+
+pub mod database;
+pub mod error;
+pub mod tls;
+
+pub use error::ConfigError;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -7,7 +14,8 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::tls::{Tls, take_tls_params};
+use crate::config::database::{describe_database, parse_database_url};
+use crate::config::tls::Tls;
 
 /// Everything the service needs to start. Built once by [`Config::from_env`].
 #[derive(Clone)]
@@ -17,8 +25,8 @@ pub struct Config {
     pub tls: Tls,
     pub listen_addr: SocketAddr,
     pub pool_size: u32,
-    /// Connections shared by all point reads, which tokio-postgres pipelines (see `pipeline.rs`); 0 sends point
-    /// reads through the pool like everything else.
+    /// Connections shared by all point reads, which tokio-postgres pipelines (see `db/read_connections.rs`); 0 sends
+    /// point reads through the pool like everything else.
     pub read_connections: usize,
     /// Upper bound on waiting for a pooled connection or a query, so a dead database yields a 503, not a hang.
     pub database_timeout: Duration,
@@ -31,10 +39,10 @@ pub struct Config {
     pub log_write_timeout: Duration,
     /// Record metrics and serve them at `GET /metrics` (`METRICS_ENABLED`, default true).
     pub metrics_enabled: bool,
-    /// What one client may take from the server: see [`crate::server::Limits`].
-    pub limits: crate::server::Limits,
-    /// What `/getall` may take from the pool: see [`crate::getall::Limits`].
-    pub listings: crate::getall::Limits,
+    /// What one client may take from the server.
+    pub limits: ServerLimits,
+    /// What `/getall` may take from the pool.
+    pub listings: ListingLimits,
     /// Name written into each transaction-log line: the pod name in a StatefulSet.
     pub host_name: String,
 }
@@ -61,17 +69,31 @@ impl fmt::Debug for Config {
     }
 }
 
-/// A configuration problem, worded for the operator who has to fix the environment.
-#[derive(Debug, PartialEq, Eq)]
-pub struct ConfigError(pub String);
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
+/// What one client may take from the server (http/server.rs enforces it); each is a setting (README,
+/// "Configuration").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// `HEADER_READ_TIMEOUT_SECS`: to send a request's headers, and to start the next request on a kept-alive
+    /// connection.
+    pub header_read_timeout: Duration,
+    /// `BODY_READ_TIMEOUT_SECS`: to send a request's body (408 past it).
+    pub body_read_timeout: Duration,
+    /// `MAX_HEADER_BYTES`: the request line and headers together (431 past it).
+    pub max_header_bytes: usize,
+    /// `MAX_CONNECTIONS`: connections open at once, before the open-files limit lowers it.
+    pub max_connections: usize,
 }
 
-impl std::error::Error for ConfigError {}
+/// What `GET /getall` listings may take from the pool (http/listings.rs says how each is enforced).
+#[derive(Debug, Clone)]
+pub struct ListingLimits {
+    /// `GETALL_MAX_CONCURRENT`: listings running at once.
+    pub max_concurrent: usize,
+    /// `GETALL_TIMEOUT_SECS`: how long one listing may run.
+    pub timeout: Duration,
+    /// `GETALL_STALL_TIMEOUT_SECS`: how long a client may read nothing before it is cut off.
+    pub stall_timeout: Duration,
+}
 
 pub const DEFAULT_LISTEN_ADDR: &str = "0.0.0.0:8080";
 
@@ -120,13 +142,13 @@ impl Config {
 
         let host_name = match get("BILLING_HOSTNAME") {
             Some(name) => {
-                crate::validation::validate_host_name(&name)
+                crate::text::validate_host_name(&name)
                     .map_err(|e| ConfigError(format!("BILLING_HOSTNAME {e} (it is written into LOG_FILE lines)")))?;
                 name
             }
             None => {
                 let name = gethostname::gethostname().to_string_lossy().into_owned();
-                crate::validation::validate_host_name(&name).map_err(|e| {
+                crate::text::validate_host_name(&name).map_err(|e| {
                     ConfigError(format!(
                         "the host name {name:?} {e} (it is written into LOG_FILE lines); set BILLING_HOSTNAME"
                     ))
@@ -139,7 +161,7 @@ impl Config {
             .map_err(|e| ConfigError(e.to_string()))?;
         // A quarter of the pool by default: listings are rare and long, payments many and short.
         let listings_default = u64::from((pool_size / 4).max(1));
-        let listings = crate::getall::Limits {
+        let listings = ListingLimits {
             max_concurrent: usize::try_from(parse_number(
                 &get,
                 "GETALL_MAX_CONCURRENT",
@@ -166,7 +188,7 @@ impl Config {
             log_file: get("LOG_FILE").map(PathBuf::from),
             log_write_timeout: Duration::from_secs(parse_number(&get, "LOG_WRITE_TIMEOUT_SECS", 2, 1, 60)?),
             metrics_enabled: parse_bool(&get, "METRICS_ENABLED", true)?,
-            limits: crate::server::Limits {
+            limits: ServerLimits {
                 header_read_timeout: Duration::from_secs(parse_number(&get, "HEADER_READ_TIMEOUT_SECS", 10, 1, 300)?),
                 body_read_timeout: Duration::from_secs(parse_number(&get, "BODY_READ_TIMEOUT_SECS", 10, 1, 300)?),
                 max_header_bytes: usize::try_from(parse_number(&get, "MAX_HEADER_BYTES", 16_384, 8_192, 1_048_576)?)
@@ -177,41 +199,6 @@ impl Config {
             host_name,
         })
     }
-}
-
-/// The URL without its TLS keys, parsed by tokio-postgres, and the TLS settings from those keys and the environment.
-fn parse_database_url(
-    url: &str,
-    lookup: &impl Fn(&str) -> Option<String>,
-) -> Result<(tokio_postgres::Config, Tls), ConfigError> {
-    let url = url.trim();
-    // tokio-postgres also accepts "key=value" strings; the course and the chart use URLs, and requiring one turns
-    // a stray value (a bare host name, a password pasted into the wrong variable) into a clear error.
-    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-        return Err(ConfigError(
-            "DATABASE_URL must start with postgres:// or postgresql:// (for example \
-             postgres://billing@postgres:5432/billing)"
-                .into(),
-        ));
-    }
-    // tokio-postgres knows neither sslrootcert nor verify-ca/verify-full: billing handles the TLS keys itself.
-    let (rest, tls_params) = take_tls_params(url)?;
-    // The parser's own message can quote the offending text, which may contain the password: never show it.
-    let config = tokio_postgres::Config::from_str(&rest).map_err(|_| {
-        ConfigError(
-            "DATABASE_URL is not a valid PostgreSQL URL: expected postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE \
-             with special characters in the password percent-encoded (or the password in DATABASE_PASSWORD)"
-                .into(),
-        )
-    })?;
-    if config.get_hosts().is_empty() {
-        return Err(ConfigError("DATABASE_URL names no host".into()));
-    }
-    if config.get_dbname().is_none() {
-        return Err(ConfigError("DATABASE_URL names no database: add /DATABASE after the host".into()));
-    }
-    let tls = Tls::from_settings(tls_params, lookup)?;
-    Ok((config, tls))
 }
 
 fn parse_number(
@@ -237,21 +224,6 @@ fn parse_bool(get: &impl Fn(&str) -> Option<String>, name: &str, default: bool) 
         Some("false") => Ok(false),
         Some(other) => Err(ConfigError(format!("{name} must be true or false, got {other:?}"))),
     }
-}
-
-/// `user@host:port/db`, for logs: everything an operator needs to recognise the target, and no password.
-pub fn describe_database(config: &tokio_postgres::Config) -> String {
-    let host = config
-        .get_hosts()
-        .iter()
-        .map(|h| match h {
-            tokio_postgres::config::Host::Tcp(name) => name.clone(),
-            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
-        })
-        .collect::<Vec<_>>()
-        .join(",");
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    format!("{}@{}:{}/{}", config.get_user().unwrap_or("(default user)"), host, port, config.get_dbname().unwrap_or(""))
 }
 
 #[cfg(test)]

@@ -8,8 +8,8 @@ use warp::reply::{Reply, Response};
 
 use crate::app::App;
 use crate::error::ApiError;
+use crate::http::validation::{self, Body};
 use crate::metrics;
-use crate::validation::{self, Body};
 
 /// `/add` takes two short fields; anything much larger is a mistake or an attack.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -50,7 +50,8 @@ pub async fn readyz(app: App) -> Response {
 
 /// `GET /metrics`: the Prometheus text exposition, or 404 when `METRICS_ENABLED=false`.
 pub async fn metrics(app: App) -> Response {
-    match metrics::render(&app.pool) {
+    app.pool.record_state();
+    match metrics::render() {
         Some(text) => warp::reply::with_header(
             warp::reply::with_status(text, StatusCode::OK),
             header::CONTENT_TYPE,
@@ -91,7 +92,7 @@ pub async fn add(
     .await;
     match &result {
         Ok(_) => metrics::payment_created(),
-        Err(e) if e.status.is_client_error() => metrics::payment_refused(e.code),
+        Err(e) if e.status.is_client_error() => metrics::payment_refused(e.code.as_str()),
         Err(_) => {}
     }
     respond(result)

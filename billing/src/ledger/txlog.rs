@@ -27,7 +27,7 @@ use tokio::sync::oneshot;
 
 use crate::metrics;
 use crate::models::Transaction;
-use crate::throttle::Throttled;
+use crate::warning_limiter::WarningLimiter;
 
 /// Lines that may wait for a stalled volume (about 100 bytes each, so about 10 MB).
 pub const MAX_QUEUED_LINES: usize = 100_000;
@@ -49,7 +49,7 @@ struct Inner {
     /// How long a request waits for its line to be written (`LOG_WRITE_TIMEOUT_SECS`).
     wait: Duration,
     /// Under a stuck volume every payment would otherwise log a warning of its own.
-    warnings: Throttled,
+    warnings: WarningLimiter,
 }
 
 /// Lines waiting for the writer, each with the channel that tells its request how the write went.
@@ -90,7 +90,7 @@ impl Drop for Writer {
 
 pub fn format_line(host_name: &str, t: &Transaction) -> String {
     // A row just inserted always has both: they are NOT NULL, or on an adopted Flask table checked by a CHECK that
-    // new writes pass (adopt.rs). Only old adopted rows can lack them, and those are never logged.
+    // new writes pass (schema/adopt.rs). Only old adopted rows can lack them, and those are never logged.
     format!(
         "{}: host {}, client {}, amount {}\n",
         t.created_at.format("%Y-%m-%d %H:%M:%S"),
@@ -128,7 +128,7 @@ impl TxLog {
             queue: Mutex::default(),
             pending: AtomicUsize::new(0),
             wait,
-            warnings: Throttled::default(),
+            warnings: WarningLimiter::default(),
         };
         TxLog { inner: Arc::new(inner) }
     }

@@ -3,8 +3,9 @@
 //! tokio-postgres knows only `disable`, `prefer` and `require` (and the last two without any certificate check), and
 //! rejects `sslrootcert` and `verify-*` outright. So [`take_tls_params`] takes these keys out of `DATABASE_URL`
 //! before tokio-postgres parses the rest, [`Tls::from_settings`] builds one rustls connector at start-up that checks
-//! what the mode asks for, and [`Tls::connect`] makes the attempts libpq would make (plain first for `allow`,
-//! TLS then plain for `prefer`). The pool, the shared read connections and the cancel requests all go through it.
+//! what the mode asks for, and `Tls::connect` (db/connect.rs) makes the attempts libpq would make (plain first for
+//! `allow`, TLS then plain for `prefer`). The pool, the shared read connections and the cancel requests all go
+//! through it.
 //!
 //! | `sslmode`     | TLS                  | certificate checked                                      |
 //! |---------------|----------------------|----------------------------------------------------------|
@@ -25,14 +26,13 @@ use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::ParsedCertificate;
-use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
-use tokio_postgres::config::SslMode as WireMode;
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tokio_postgres::Socket;
 use tokio_postgres::tls::MakeTlsConnect;
-use tokio_postgres::{Client, Connection, Socket};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::config::ConfigError;
-use crate::validation::percent_decode_strict;
+use crate::config::error::ConfigError;
+use crate::text::percent_decode_strict;
 
 /// The stream type of every connection billing opens (plain ones too: tokio-postgres wraps either kind).
 pub type TlsStream = <MakeRustlsConnect as MakeTlsConnect<Socket>>::Stream;
@@ -74,14 +74,14 @@ impl SslMode {
 
 /// Where a setting came from, so that a message names it the way the operator wrote it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Source {
+pub(crate) enum Source {
     Url,
     Env,
     Default,
 }
 
 impl Source {
-    fn name(self, key: &str) -> String {
+    pub(crate) fn name(self, key: &str) -> String {
         match self {
             Source::Url => format!("DATABASE_URL {key}"),
             Source::Env => format!("PG{}", key.to_ascii_uppercase()),
@@ -148,7 +148,7 @@ pub fn take_tls_params(url: &str) -> Result<(String, UrlTlsParams), ConfigError>
 
 /// Where the trusted CA certificates come from.
 #[derive(Debug, Clone)]
-enum Roots {
+pub(crate) enum Roots {
     /// No root certificate: the chain is not checked (`allow`, `prefer`, `require` only).
     None,
     File {
@@ -162,7 +162,7 @@ enum Roots {
 }
 
 impl Roots {
-    fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Roots::None => "no root certificate".into(),
             Roots::File { path, source } => format!("the CA in {}={}", source.name("sslrootcert"), path.display()),
@@ -176,29 +176,15 @@ impl Roots {
 /// The TLS side of the database settings: the mode, where it was set, and the one connector built at start-up.
 #[derive(Clone)]
 pub struct Tls {
-    mode: SslMode,
-    mode_source: Source,
-    roots: Roots,
-    connector: MakeRustlsConnect,
+    pub(crate) mode: SslMode,
+    pub(crate) mode_source: Source,
+    pub(crate) roots: Roots,
+    pub(crate) connector: MakeRustlsConnect,
 }
 
 impl fmt::Debug for Tls {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Tls").field("mode", &self.mode).field("roots", &self.roots.describe()).finish()
-    }
-}
-
-/// Why a connection attempt failed, worded for the operator, and whether waiting could change it.
-#[derive(Debug)]
-pub struct ConnectFailure {
-    pub message: String,
-    /// A certificate the settings refuse, or a server without TLS under `require`: the same on every attempt.
-    pub permanent: bool,
-}
-
-impl fmt::Display for ConnectFailure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
     }
 }
 
@@ -284,121 +270,6 @@ impl Tls {
     pub fn describe(&self) -> String {
         format!("{}={}, {}", self.mode_source.name("sslmode"), self.mode.as_str(), self.roots.describe())
     }
-
-    /// Opens one connection the way libpq would for the mode: `allow` tries plain TCP first and TLS if the server
-    /// refuses it; `prefer` tries TLS first and plain TCP if the server has no TLS, the handshake fails or the
-    /// server refuses the encrypted session.
-    pub async fn connect(
-        &self,
-        database: &tokio_postgres::Config,
-    ) -> Result<(Client, Connection<Socket, TlsStream>), ConnectFailure> {
-        match self.mode {
-            SslMode::Disable => self.attempt(database, WireMode::Disable).await.map_err(|e| self.explain(&e)),
-            SslMode::Allow => match self.attempt(database, WireMode::Disable).await {
-                Err(plain) if plain.as_db_error().is_some() => {
-                    self.attempt(database, WireMode::Require).await.map_err(|tls| {
-                        let failure = self.explain(&tls);
-                        ConnectFailure {
-                            message: format!("{} (after plain TCP was refused: {plain})", failure.message),
-                            permanent: failure.permanent,
-                        }
-                    })
-                }
-                other => other.map_err(|e| self.explain(&e)),
-            },
-            SslMode::Prefer => match self.attempt(database, WireMode::Prefer).await {
-                Err(tls) if tls.as_db_error().is_some() || rustls_error(&tls).is_some() => {
-                    let why = self.explain(&tls).message;
-                    match self.attempt(database, WireMode::Disable).await {
-                        Ok(connected) => {
-                            log::warn!("{why}; connected without TLS, as sslmode=prefer allows");
-                            Ok(connected)
-                        }
-                        Err(plain) => Err(ConnectFailure {
-                            message: format!("{} (after TLS failed: {why})", self.explain(&plain).message),
-                            permanent: false,
-                        }),
-                    }
-                }
-                other => other.map_err(|e| self.explain(&e)),
-            },
-            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => {
-                self.attempt(database, WireMode::Require).await.map_err(|e| self.explain(&e))
-            }
-        }
-    }
-
-    async fn attempt(
-        &self,
-        database: &tokio_postgres::Config,
-        wire: WireMode,
-    ) -> Result<(Client, Connection<Socket, TlsStream>), tokio_postgres::Error> {
-        let mut database = database.clone();
-        database.ssl_mode(wire);
-        database.connect(self.connector.clone()).await
-    }
-
-    /// One line naming the setting that refused the connection; tokio-postgres's own words for anything else.
-    fn explain(&self, e: &tokio_postgres::Error) -> ConnectFailure {
-        let mode = format!("{}={}", self.mode_source.name("sslmode"), self.mode.as_str());
-        // A root certificate turns allow/prefer/require into a chain check, as in libpq: say so, or the refusal
-        // would look like a bug of a mode that "checks nothing".
-        let implied = match (&self.roots, self.mode) {
-            (Roots::None, _) | (_, SslMode::VerifyCa | SslMode::VerifyFull) => String::new(),
-            _ => format!(
-                " (a root certificate is given, so sslmode={} checks the chain as verify-ca does)",
-                self.mode.as_str()
-            ),
-        };
-        if let Some(tls) = rustls_error(e) {
-            let message = match tls {
-                rustls::Error::InvalidCertificate(CertificateError::NotValidForNameContext { expected, presented }) => {
-                    let names = if presented.is_empty() {
-                        "no host name".to_string()
-                    } else {
-                        presented.iter().map(|name| bare_name(name)).collect::<Vec<_>>().join(", ")
-                    };
-                    format!("{mode}: the server certificate is for {names}, not {}", expected.to_str())
-                }
-                rustls::Error::InvalidCertificate(CertificateError::NotValidForName) => {
-                    format!("{mode}: the server certificate is not for the host in DATABASE_URL")
-                }
-                rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => {
-                    format!("{mode}: the server certificate is not signed by {}{implied}", self.roots.describe())
-                }
-                // webpki's CaUsedAsEndEntity, which rustls passes on only as text: `openssl req -x509` makes such
-                // certificates by default, and OpenSSL (so libpq) accepts one as its own root.
-                rustls::Error::InvalidCertificate(CertificateError::Other(other))
-                    if other.to_string().contains("CaUsedAsEndEntity") =>
-                {
-                    format!(
-                        "{mode}: the server certificate is a CA certificate (basicConstraints CA:TRUE), which rustls \
-                         does not accept as a server's own: sign it with a CA, or make it with CA:FALSE"
-                    )
-                }
-                rustls::Error::InvalidCertificate(other) => {
-                    format!("{mode}: the server certificate is refused ({other}){implied}")
-                }
-                other => format!("{mode}: the TLS handshake with the server failed: {other}"),
-            };
-            return ConnectFailure { message, permanent: true };
-        }
-        if std::error::Error::source(e).is_some_and(|s| s.to_string() == "server does not support TLS") {
-            return ConnectFailure {
-                message: format!("{mode}: the server does not support TLS (its ssl setting is off)"),
-                permanent: true,
-            };
-        }
-        ConnectFailure { message: crate::db::describe(e), permanent: false }
-    }
-}
-
-/// rustls lists a certificate's names as `DnsName("db.example.com")`: the name alone reads better.
-fn bare_name(presented: &str) -> &str {
-    match (presented.find('"'), presented.rfind('"')) {
-        (Some(start), Some(end)) if end > start => &presented[start + 1..end],
-        _ => presented,
-    }
 }
 
 fn parse_mode(value: &str, source: Source) -> Result<SslMode, ConfigError> {
@@ -439,22 +310,6 @@ fn system_roots(source: Source) -> Result<RootCertStore, ConfigError> {
         )));
     }
     Ok(store)
-}
-
-/// The rustls error behind a failed handshake, if that is what failed. tokio-rustls hands it over inside an
-/// `io::Error`, whose `source()` skips it, hence the `get_ref`.
-fn rustls_error(e: &tokio_postgres::Error) -> Option<&rustls::Error> {
-    let mut current: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(err) = current {
-        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
-            return Some(tls);
-        }
-        if let Some(tls) = err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()?.downcast_ref()) {
-            return Some(tls);
-        }
-        current = err.source();
-    }
-    None
 }
 
 /// Checks what the mode asks for: nothing without roots, the chain with them, and the host name for verify-full.

@@ -31,23 +31,11 @@ use tower_service::Service;
 use warp::http::Response;
 use warp::http::{Request, header};
 
+use crate::config::ServerLimits as Limits;
+use crate::http::routes;
 use crate::metrics;
 use crate::request_id::{self, RequestId};
-use crate::throttle::Throttled;
-
-/// What one client may take from the server; each is a setting (README, "Configuration").
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Limits {
-    /// `HEADER_READ_TIMEOUT_SECS`: to send a request's headers, and to start the next request on a kept-alive
-    /// connection.
-    pub header_read_timeout: Duration,
-    /// `BODY_READ_TIMEOUT_SECS`: to send a request's body (408 past it).
-    pub body_read_timeout: Duration,
-    /// `MAX_HEADER_BYTES`: the request line and headers together (431 past it).
-    pub max_header_bytes: usize,
-    /// `MAX_CONNECTIONS`: connections open at once, before the open-files limit lowers it.
-    pub max_connections: usize,
-}
+use crate::warning_limiter::WarningLimiter;
 
 /// After the stop signal, how long kept-alive connections are still read: a request a client sent just before it
 /// could learn of the stop is answered (with `Connection: close`) rather than lost with the connection. Past this,
@@ -77,7 +65,7 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_header_size(limits.max_header_bytes)
-        // hyper's minimum read buffer is 8 KiB; the header limit is at least that (config.rs).
+        // hyper's minimum read buffer is 8 KiB; the header limit is at least that (config/mod.rs).
         .max_buf_size(limits.max_header_bytes);
     let graceful = GracefulShutdown::new();
     let mut stop = std::pin::pin!(stop);
@@ -151,7 +139,7 @@ struct Connections {
     open: Mutex<HashMap<u64, Arc<Conn>>>,
     next_id: AtomicU64,
     started: Instant,
-    warnings: Throttled,
+    warnings: WarningLimiter,
     /// Set at the stop signal: every answer from then on closes its connection.
     draining: Arc<AtomicBool>,
 }
@@ -173,7 +161,7 @@ impl Connections {
             open: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
             started: Instant::now(),
-            warnings: Throttled::default(),
+            warnings: WarningLimiter::default(),
             draining: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -287,8 +275,8 @@ where
         let path = request.uri().path().to_owned();
         // warp's service is ready at once and cheap to clone (its filter holds only handles to shared state). Its
         // future (every route's, nested) is boxed on its own, so that the future below, which is moved as it is built
-        // and boxed, stays small: copied along with it, the routes' future put `memmove` at 5.4 % of billing's CPU
-        // under `GET /get`, against 2.5 % boxed (perf, 2026-12-02).
+        // and boxed, stays small: copying the routes' future along with it showed as `memmove` in `perf`
+        // (docs/benchmarks.md, "The request's future is no longer copied whole").
         let answer = Box::pin(self.inner.clone().call(request));
         let draining = Arc::clone(&self.draining);
         Box::pin(id.clone().scope(async move {
@@ -301,7 +289,7 @@ where
                 response.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
             }
             let status = response.status().as_u16();
-            let route = metrics::route_of(&path);
+            let route = routes::label_of(&path);
             metrics::request(metrics::method_label(&method), route, status, elapsed);
             let millis = elapsed.as_secs_f64() * 1000.0;
             log::info!(

@@ -5,7 +5,7 @@
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
 
-use crate::adopt::Conn;
+use crate::schema::Conn;
 
 /// Ids named per rule in the log; the count says how many more there are.
 pub const IDS_SHOWN: i64 = 20;

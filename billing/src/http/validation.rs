@@ -5,6 +5,7 @@ use serde_json::Value;
 
 use crate::error::ApiError;
 use crate::models::NewTransaction;
+use crate::text::{is_line_or_bidi_control, percent_decode_strict};
 
 pub const CLIENT_ID_MAX_CHARS: usize = 100;
 pub const GETALL_MAX_LIMIT: i64 = 100_000;
@@ -99,19 +100,6 @@ fn form_pairs(bytes: &[u8], origin: &str) -> Result<Vec<(String, String)>, ApiEr
     Ok(pairs)
 }
 
-/// `%XX` escapes decoded, or `None` when a `%` is not followed by two hex digits or the bytes are not UTF-8.
-/// Shared by the form decoder here and the TLS keys of `DATABASE_URL` (tls.rs).
-pub fn percent_decode_strict(part: &[u8]) -> Option<String> {
-    let bad_escape = part
-        .iter()
-        .enumerate()
-        .any(|(i, b)| *b == b'%' && !part.get(i + 1..i + 3).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)));
-    if bad_escape {
-        return None;
-    }
-    percent_encoding::percent_decode(part).decode_utf8().ok().map(std::borrow::Cow::into_owned)
-}
-
 fn set_once<T>(slot: &mut Option<T>, field: &'static str, value: T) -> Result<(), ApiError> {
     if slot.is_some() {
         return Err(ApiError::invalid(field, format!("{field} was given more than once")));
@@ -200,27 +188,6 @@ pub fn validate_client_id(client_id: String) -> Result<String, ApiError> {
         ));
     }
     Ok(client_id)
-}
-
-/// The host name of transaction-log lines (`BILLING_HOSTNAME` or the OS host name). The line
-/// `... host <h>, client <c>, amount <n>` reads back unambiguously only if the host holds no comma (the first
-/// ", client " must be the separator; client_id may hold commas, the amount never does) and nothing that breaks or
-/// reorders a line, as client_id may not. Returns why it is refused.
-pub fn validate_host_name(host_name: &str) -> Result<(), String> {
-    if host_name.is_empty() {
-        return Err("must not be empty".into());
-    }
-    match host_name.chars().find(|c| *c == ',' || c.is_control() || is_line_or_bidi_control(*c)) {
-        Some(c) => Err(format!(
-            "must not contain a comma, control, line-separator or bidirectional-control character, found U+{:04X}",
-            u32::from(c)
-        )),
-        None => Ok(()),
-    }
-}
-
-fn is_line_or_bidi_control(c: char) -> bool {
-    matches!(c, '\u{2028}' | '\u{2029}' | '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 /// A whole number as the API spells it: ASCII digits only, no sign, no spaces, no leading zero unless it is 0.
@@ -374,16 +341,6 @@ mod tests {
         for c in ["%E2%80%A8", "%E2%80%A9", "%E2%80%AE", "%E2%81%A6", "%E2%80%8F", "%D8%9C"] {
             let (field, message) = rejected(add(&format!("client_id=a{c}b&amount=5")));
             assert_eq!(field, Some("client_id"), "{c}: {message}");
-        }
-    }
-
-    #[test]
-    fn host_names_that_would_make_a_log_line_ambiguous_are_refused() {
-        for host in ["billing-stateful-0", "my laptop.local", "хост", "host client 1"] {
-            assert_eq!(validate_host_name(host), Ok(()), "{host}");
-        }
-        for host in ["", "a, client b", "a,b", "a\nb", "a\u{2028}b", "a\u{202E}b", "a\u{85}b"] {
-            assert!(validate_host_name(host).is_err(), "{host:?}");
         }
     }
 

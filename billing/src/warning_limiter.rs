@@ -4,20 +4,20 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-pub struct Throttled {
+pub struct WarningLimiter {
     started: Instant,
     /// When a line was last logged, in ms since `started`; 0 for never.
     last: AtomicU64,
     every: Duration,
 }
 
-impl Default for Throttled {
+impl Default for WarningLimiter {
     fn default() -> Self {
-        Throttled { started: Instant::now(), last: AtomicU64::new(0), every: Duration::from_secs(1) }
+        WarningLimiter { started: Instant::now(), last: AtomicU64::new(0), every: Duration::from_secs(1) }
     }
 }
 
-impl Throttled {
+impl WarningLimiter {
     /// Logs `message()` at warning level unless a line was logged less than a second ago; `message` is built only
     /// when it is logged.
     pub fn warn(&self, message: impl FnOnce() -> String) {

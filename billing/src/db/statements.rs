@@ -1,52 +1,17 @@
-//! The ledger's statements, and what a failed write means for the payment.
+//! The ledger's statements run on one connection ([`PgConn::insert_batch`], [`PgConn::find`], ...), and what a
+//! failed write means for the payment ([`WriteError`]). Their SQL is sql.rs's.
 
 use futures_util::{StreamExt, TryStreamExt};
-use tokio_postgres::error::Severity;
+use tokio_postgres::error::{Severity, SqlState};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, RowStream};
 
 use crate::db::PgConn;
+use crate::db::sql::Query;
+use crate::db::sqlstate;
+use crate::error::ApiError;
+use crate::metrics::{self, DbErrorKind};
 use crate::models::{NewTransaction, Transaction};
-
-/// Every statement billing runs on a pooled or shared connection; each is prepared once per connection.
-#[derive(Debug, Clone, Copy)]
-pub enum Query {
-    InsertBatch,
-    Find,
-    FindMany,
-    Page,
-    Ready,
-}
-
-impl Query {
-    pub const COUNT: usize = 5;
-
-    pub fn sql(self) -> &'static str {
-        match self {
-            // The advisory lock (key 0x62696c6c696e6757, "billingW" in ASCII; bench/pgbench/add_batch.sql uses the
-            // same) is taken before the first row reaches the INSERT, where the ids are drawn: every row of the
-            // join needs the lock's one row. It is held until the commit is durable (writer.rs says why).
-            Query::InsertBatch => {
-                "WITH ordered AS MATERIALIZED (SELECT 1 FROM pg_advisory_xact_lock(7091318301152667479)) \
-                 INSERT INTO transactions (client_id, amount) \
-                 SELECT t.client_id, t.amount \
-                 FROM ordered, unnest($1::varchar[], $2::bigint[]) WITH ORDINALITY AS t(client_id, amount, n) \
-                 ORDER BY t.n \
-                 RETURNING id, client_id, amount, created_at"
-            }
-            Query::Find => "SELECT id, client_id, amount, created_at FROM transactions WHERE id = $1",
-            // The point reads of a batch (reads.rs), each id at most once in the answer, in no particular order.
-            Query::FindMany => {
-                "SELECT id, client_id, amount, created_at FROM transactions WHERE id = ANY($1::bigint[])"
-            }
-            // `LIMIT NULL` is `LIMIT ALL`: one statement serves the whole listing and its pages.
-            Query::Page => {
-                "SELECT id, client_id, amount, created_at FROM transactions WHERE id > $1 ORDER BY id LIMIT $2"
-            }
-            Query::Ready => "SELECT 1 FROM transactions LIMIT 0",
-        }
-    }
-}
 
 /// A write that failed, and whether PostgreSQL may have committed it all the same.
 #[derive(Debug)]
@@ -65,8 +30,20 @@ impl WriteError {
 
     /// The SQLSTATE of PostgreSQL's answer when that answer proves nothing was committed (57014: cancelled; class
     /// 23: a constraint refused a row), `None` when the outcome is open or PostgreSQL did not answer.
-    pub fn answered_code(&self) -> Option<&str> {
-        self.error.as_ref().filter(|_| !self.maybe_committed)?.code().map(tokio_postgres::error::SqlState::code)
+    pub fn answered_code(&self) -> Option<&SqlState> {
+        self.error.as_ref().filter(|_| !self.maybe_committed)?.code()
+    }
+
+    /// The client's answer for this failed write, counted ([`sqlstate::write_error`] for PostgreSQL's errors).
+    pub fn to_api_error(&self, action: &str) -> ApiError {
+        match &self.error {
+            Some(e) => sqlstate::write_error(action, e, self.maybe_committed),
+            None => {
+                log::error!("{action}: PostgreSQL committed the row but returned none");
+                metrics::database_error(DbErrorKind::Other);
+                ApiError::internal(format!("the database returned no row while {action}"))
+            }
+        }
     }
 
     /// The statement was sent and then `error` came, after a returned row or not.

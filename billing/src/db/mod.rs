@@ -1,8 +1,19 @@
-//! Connections, the pool and start-up waiting (the migrations are migrate.rs's).
+//! The database layer: connections, the pool and start-up waiting (the migrations are schema/'s).
 //!
 //! Queries run on tokio-postgres clients ([`PgConn`]); diesel is used for the embedded migrations only, because
 //! diesel-async turns every PostgreSQL error outside eight constraint kinds into a message without its SQLSTATE,
-//! and the message is in the server's language (`lc_messages`). error.rs classifies by SQLSTATE instead.
+//! and the message is in the server's language (`lc_messages`). sqlstate.rs classifies by SQLSTATE instead.
+//!
+//! - connect.rs: one connection opened the way libpq would for the `sslmode`; errors on one line
+//! - sql.rs: the SQL of every statement; statements.rs: running them on a [`PgConn`]
+//! - read_connections.rs: the few connections shared by every point read
+//! - sqlstate.rs: which SQLSTATE means which answer to the client
+
+pub mod connect;
+pub mod read_connections;
+pub mod sql;
+pub mod sqlstate;
+pub mod statements;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -13,12 +24,15 @@ use futures_util::StreamExt;
 use tokio::sync::OnceCell;
 use tokio_postgres::{Client, Statement};
 
-use crate::config::{Config, describe_database};
+use crate::config::Config;
+use crate::config::database::describe_database;
+use crate::config::tls::Tls;
+use crate::db::connect::{ConnectFailure, describe, describe_notice};
+use crate::db::sql::Query;
+use crate::db::sqlstate::{class, class_of};
 use crate::error::ApiError;
-use crate::ledger::Query;
 use crate::metrics::{self, DbErrorKind};
-use crate::throttle::Throttled;
-use crate::tls::{ConnectFailure, Tls};
+use crate::warning_limiter::WarningLimiter;
 
 /// Pause between connection attempts while PostgreSQL refuses them. Short, so that requests waiting through an
 /// outage get a connection within this long of PostgreSQL accepting again; bb8's own retry doubles its pause up to
@@ -41,12 +55,19 @@ impl DbPool {
     pub fn state(&self) -> bb8::State {
         self.pool.state()
     }
+
+    /// Sets the pool's gauges from its own counts, read when asked (before a scrape) rather than tracked on every
+    /// check-out.
+    pub fn record_state(&self) {
+        let state = self.pool.state();
+        metrics::pool_state(state.connections, state.idle_connections);
+    }
 }
 
 #[derive(Default)]
 struct Failures {
     last: Mutex<Option<(Instant, String)>>,
-    warnings: Throttled,
+    warnings: WarningLimiter,
 }
 
 impl Failures {
@@ -160,7 +181,7 @@ pub async fn open(database: &tokio_postgres::Config, tls: &Tls, session: &Sessio
         while let Some(message) = messages.next().await {
             match message {
                 Ok(tokio_postgres::AsyncMessage::Notice(notice)) => {
-                    if notice.code().code().starts_with("01") {
+                    if class_of(notice.code()) == class::WARNING {
                         counted.fetch_add(1, Ordering::AcqRel);
                         log::warn!("PostgreSQL on {target}: {}", describe_notice(&notice));
                     } else {
@@ -180,32 +201,6 @@ pub async fn open(database: &tokio_postgres::Config, tls: &Tls, session: &Sessio
         permanent: false,
     })?;
     Ok(PgConn::new(client, warnings))
-}
-
-/// PostgreSQL's message (an error's or a notice's) with its SQLSTATE and detail, on one line.
-fn describe_notice(notice: &tokio_postgres::error::DbError) -> String {
-    let mut text = format!("{} (SQLSTATE {})", notice.message(), notice.code().code());
-    if let Some(detail) = notice.detail() {
-        text.push_str(": ");
-        text.push_str(detail);
-    }
-    text.replace('\n', " ")
-}
-
-/// tokio-postgres's error with what it wraps, on one line: its own text is only the kind ("db error", "error
-/// connecting to server"); PostgreSQL's message and SQLSTATE, or the operating system's, are in the source.
-pub fn describe(e: &tokio_postgres::Error) -> String {
-    if let Some(db) = e.as_db_error() {
-        return describe_notice(db);
-    }
-    let mut text = e.to_string();
-    let mut cause = std::error::Error::source(e);
-    while let Some(err) = cause {
-        text.push_str(": ");
-        text.push_str(&err.to_string().replace('\n', " "));
-        cause = err.source();
-    }
-    text
 }
 
 /// The pool's connection factory.

@@ -6,18 +6,14 @@
 //! together exactly one adopts and the others find the history it wrote.
 //!
 //! A rule that existing rows break is added `NOT VALID`: new writes are checked, old rows stay as they are, and
-//! [`crate::ledger_report`] names them by id at every start until an operator fixes them and validates the rule.
+//! [`crate::schema::report`] names them by id at every start until an operator fixes them and validates the rule.
 
 use diesel::migration::{MigrationConnection, MigrationSource};
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bool, Nullable, Text};
-use diesel_async::AsyncPgConnection;
-use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 
-use crate::migrate::MIGRATIONS;
-
-pub type Conn = AsyncConnectionWrapper<AsyncPgConnection>;
+use crate::schema::{Conn, MIGRATIONS};
 
 /// Migration 1's CHECK constraints, as its up.sql spells them (tests/adopt.rs compares an adopted table with a
 /// fresh one, so the two cannot drift apart unnoticed).

@@ -2,11 +2,11 @@
 //!
 //! A request queues its id and waits. A reader task takes whatever is queued (never waiting for more: at one
 //! request at a time a batch is that one id) and reads it with one statement ([`Query::FindMany`]) on a shared
-//! connection (pipeline.rs), then hands each request its row. Two readers share each connection, so a second batch
-//! can queue behind the one being read. Under load the next batch forms while one is being
-//! read, so a busy process sends PostgreSQL one statement per batch instead of one per request: on this project's
-//! 2-core bench, with 32 connections, batches of 16 ids on average took PostgreSQL's CPU per `/get` from 15-17 to
-//! 5-6 µs, and billing's own sends to it shrank with them (docs/benchmarks.md).
+//! connection (db/read_connections.rs), then hands each request its row. Two readers share each connection, so a
+//! second batch can queue behind the one being read. Under load the next batch forms while one is being read, so a
+//! busy process sends PostgreSQL one statement per batch instead of one per request, which cuts PostgreSQL's CPU
+//! per read and billing's own sends to it (docs/benchmarks.md, "Point reads that arrive together are read
+//! together").
 //!
 //! A read has no side effect, so a request that stops waiting (its timeout, its client gone) simply drops its
 //! answer. A batch that fails answers each of its requests with the same error; one that gets no answer within
@@ -18,20 +18,19 @@ use std::time::Duration;
 
 use tokio::sync::{Mutex, mpsc, oneshot};
 
+use crate::db::read_connections::ReadConnections;
+use crate::db::sqlstate;
 use crate::error::ApiError;
 use crate::metrics::{self, DbErrorKind};
 use crate::models::Transaction;
-use crate::pipeline::Pipelines;
 
 /// Most ids in one statement: far more than a process has requests in flight, and an 8 KiB parameter at most.
 pub const MAX_BATCH: usize = 1024;
 
 /// Two batches in flight on each shared connection: the next batch is already in PostgreSQL's socket when the one
-/// before it finishes, so its backend does not sit idle for a round trip through billing between batches. On the
-/// 2-core bench (32 connections, alternating 6-8 s runs at e317fc0) two readers gave 27.8k, 36.5k, 36.6k, 46.4k and
-/// 35.3k `/get`/s against one reader's 26.6k, 30.3k, 34.5k, 39.6k and 32.9k, with billing's CPU per request 2-7 µs
-/// lower; four readers were no better than two (35.3k). An earlier try with up to four in flight, before the reader
-/// yielded to gather its batch, was inside the noise (docs/benchmarks.md).
+/// before it finishes, so its backend does not sit idle for a round trip through billing between batches. Two
+/// measured faster than one and no slower than four (docs/benchmarks.md, "Two batches in flight on each shared
+/// connection").
 const READERS_PER_CONNECTION: usize = 2;
 
 /// The action named in a failed read's message.
@@ -53,7 +52,7 @@ pub struct PointReads {
 
 impl PointReads {
     /// [`READERS_PER_CONNECTION`] reader tasks per shared connection, each with at most one batch in flight.
-    pub fn start(connections: Arc<Pipelines>, query_timeout: Duration) -> Self {
+    pub fn start(connections: Arc<ReadConnections>, query_timeout: Duration) -> Self {
         let (queue, receiver) = mpsc::unbounded_channel();
         let receiver = Arc::new(Mutex::new(receiver));
         for _ in 0..connections.count() * READERS_PER_CONNECTION {
@@ -78,7 +77,17 @@ impl PointReads {
     }
 }
 
-async fn run(connections: &Pipelines, receiver: &Mutex<mpsc::UnboundedReceiver<Lookup>>, query_timeout: Duration) {
+/// Takes batches off the queue and reads them. The writer (ledger/writer.rs) gathers its batches the same way
+/// ("whatever is queued, never waiting for more") but not with the same loop, so there is no shared primitive: a
+/// lookup whose request gave up may be gathered and dropped afterwards (reading it harms nothing), while a payment
+/// must be claimed as it leaves the queue; and this loop yields once so that requests being parsed on this worker
+/// join the batch, which was measured for reads only (docs/benchmarks.md). Each keeps its own `MAX_BATCH`, sized by
+/// its own statement's parameters.
+async fn run(
+    connections: &ReadConnections,
+    receiver: &Mutex<mpsc::UnboundedReceiver<Lookup>>,
+    query_timeout: Duration,
+) {
     let mut batch = Vec::with_capacity(64);
     loop {
         {
@@ -105,7 +114,7 @@ async fn run(connections: &Pipelines, receiver: &Mutex<mpsc::UnboundedReceiver<L
     }
 }
 
-async fn read(connections: &Pipelines, batch: &mut Vec<Lookup>, query_timeout: Duration) {
+async fn read(connections: &ReadConnections, batch: &mut Vec<Lookup>, query_timeout: Duration) {
     metrics::read_batch(batch.len());
     let shared = match connections.get().await {
         Ok(shared) => shared,
@@ -114,7 +123,7 @@ async fn read(connections: &Pipelines, batch: &mut Vec<Lookup>, query_timeout: D
     let ids: Vec<i64> = batch.iter().map(|lookup| lookup.id).collect();
     let mut rows = match tokio::time::timeout(query_timeout, shared.conn().find_many(&ids)).await {
         Ok(Ok(rows)) => rows,
-        Ok(Err(e)) => return answer_all(batch, &ApiError::from_query(ACTION, &e)),
+        Ok(Err(e)) => return answer_all(batch, &sqlstate::query_error(ACTION, &e)),
         Err(_) => {
             // The statement may still run on this connection, and every read pipelined behind it would wait.
             shared.conn().poison();

@@ -6,10 +6,10 @@
 //!
 //! A listing holds a pooled connection for as long as its client takes to read it, so listings are bounded three
 //! ways, or clients that request `/getall` and never read would hold the whole pool and every payment would wait:
-//! - at most [`Limits::max_concurrent`] run at once (`GETALL_MAX_CONCURRENT`, a quarter of the pool by default);
+//! - at most [`ListingLimits::max_concurrent`] run at once (`GETALL_MAX_CONCURRENT`, a quarter of the pool by default);
 //!   the rest of the pool is the payments', which listings cannot take;
-//! - a client that reads nothing for [`Limits::stall_timeout`] is cut off (`GETALL_STALL_TIMEOUT_SECS`);
-//! - a listing runs at most [`Limits::timeout`] (`GETALL_TIMEOUT_SECS`), enforced by PostgreSQL's
+//! - a client that reads nothing for [`ListingLimits::stall_timeout`] is cut off (`GETALL_STALL_TIMEOUT_SECS`);
+//! - a listing runs at most [`ListingLimits::timeout`] (`GETALL_TIMEOUT_SECS`), enforced by PostgreSQL's
 //!   `statement_timeout` for the statement, so it ends there even if billing is stuck.
 //!
 //! A cut-off listing's statement is cancelled and its answer awaited before the connection goes back to the pool;
@@ -19,46 +19,26 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::RowStream;
 use warp::http::header;
 use warp::reply::{Reply, Response};
 
 use crate::app::App;
+use crate::config::ListingLimits;
+use crate::db::connect::describe;
 use crate::db::{self, DbConn};
 use crate::error::ApiError;
+use crate::http::validation::{self, Page};
 use crate::models::Transaction;
-use crate::validation::{self, Page};
 
 const CHUNK_BYTES: usize = 32 * 1024;
 const CHUNKS_IN_FLIGHT: usize = 4;
 
 type Chunk = Result<Bytes, std::io::Error>;
-
-/// What listings may take; see the module documentation.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    pub max_concurrent: usize,
-    pub timeout: Duration,
-    pub stall_timeout: Duration,
-}
-
-/// The permits for [`Limits::max_concurrent`], shared by every request.
-#[derive(Clone)]
-pub struct Listings {
-    permits: Arc<Semaphore>,
-    pub limits: Limits,
-}
-
-impl Listings {
-    pub fn new(limits: Limits) -> Self {
-        Listings { permits: Arc::new(Semaphore::new(limits.max_concurrent)), limits }
-    }
-}
 
 pub async fn getall(app: App, query: String) -> Response {
     match start(app, &query).await {
@@ -100,7 +80,7 @@ async fn start(app: App, query: &str) -> Result<ChunkStream, ApiError> {
 
 struct Producer {
     app: App,
-    limits: Limits,
+    limits: ListingLimits,
     chunks: mpsc::Sender<Chunk>,
     /// Set just before the last chunk is handed over: a body that ends without it was cut off.
     finished: Arc<AtomicBool>,
@@ -137,7 +117,7 @@ impl Producer {
         match streamed {
             Ok(()) => {
                 if let Err(e) = conn.client().batch_execute("COMMIT").await {
-                    log::debug!("GET /getall: COMMIT failed: {}", db::describe(&e));
+                    log::debug!("GET /getall: COMMIT failed: {}", describe(&e));
                     conn.poison();
                 }
             }
@@ -155,7 +135,7 @@ impl Producer {
         match tokio::time::timeout(db::CANCEL_GRACE, conn.client().batch_execute("ROLLBACK")).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
-                log::debug!("GET /getall: ROLLBACK after a cut-off listing failed: {}", db::describe(&e));
+                log::debug!("GET /getall: ROLLBACK after a cut-off listing failed: {}", describe(&e));
                 conn.poison();
             }
             Err(_) => conn.poison(),
@@ -168,8 +148,8 @@ impl Producer {
         let mut count = 0u64;
         while let Some(row) = rows.next().await {
             let encoded = row
-                .map_err(|e| format!("reading row {} failed: {}", count + 1, db::describe(&e)))
-                .and_then(|row| Transaction::from_row(&row).map_err(|e| db::describe(&e)))
+                .map_err(|e| format!("reading row {} failed: {}", count + 1, describe(&e)))
+                .and_then(|row| Transaction::from_row(&row).map_err(|e| describe(&e)))
                 .and_then(|t| {
                     if count > 0 {
                         buf.push(b',');

@@ -30,14 +30,17 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio_postgres::error::SqlState;
 
+use crate::config::tls::Tls;
+use crate::db::connect::describe;
+use crate::db::sqlstate::{class, class_of};
+use crate::db::statements::WriteError;
 use crate::db::{self, DbPool};
 use crate::error::ApiError;
-use crate::ledger::WriteError;
+use crate::ledger::txlog::TxLog;
 use crate::metrics::{self, DbErrorKind};
 use crate::models::{NewTransaction, Transaction};
-use crate::tls::Tls;
-use crate::txlog::TxLog;
 
 /// Most payments in one batch: more than a busy process has in flight, few enough that a batch's statement stays
 /// around 100 KiB.
@@ -119,6 +122,9 @@ fn lost_writer() -> ApiError {
 }
 
 impl Batches {
+    /// Takes batches off the queue and writes them. Not the point reader's loop (ledger/point_reads.rs says why):
+    /// each payment is claimed (QUEUED -> TAKEN) as it leaves the queue, under the queue's lock, so that one whose
+    /// request stopped waiting is never written.
     async fn run(&self, receiver: Arc<Mutex<mpsc::UnboundedReceiver<Pending>>>) {
         loop {
             let batch = {
@@ -197,7 +203,7 @@ impl Batches {
                     log::warn!("{ACTION}: could not send the cancel request: {why}");
                 }
                 match tokio::time::timeout(db::CANCEL_GRACE, &mut write).await {
-                    Ok(Err(e)) if e.answered_code() == Some("57014") => {
+                    Ok(Err(e)) if e.answered_code() == Some(&SqlState::QUERY_CANCELED) => {
                         metrics::database_error(DbErrorKind::Cancelled);
                         return Err(Failure::other(ApiError::unavailable(format!(
                             "the database did not answer within {waited}s while {ACTION}; the statement was \
@@ -221,8 +227,8 @@ impl Batches {
             Ok(Written { rows, unconfirmed: true }) => Err(Failure::other(self.unconfirmed(&rows).await)),
             // SQLSTATE class 23: a row the database's constraints refuse.
             Err(e) => Err(Failure {
-                refused: e.answered_code().is_some_and(|code| code.starts_with("23")),
-                error: ApiError::from_write(ACTION, &e),
+                refused: e.answered_code().is_some_and(|code| class_of(code) == class::INTEGRITY_CONSTRAINT_VIOLATION),
+                error: e.to_api_error(ACTION),
             }),
         }
     }
@@ -265,7 +271,7 @@ impl Batches {
                 }
                 Ok(Err(e)) => log::info!(
                     "a write whose clients were told the outcome was unknown did not commit: {}",
-                    e.error.as_ref().map_or_else(|| "no row".to_string(), db::describe)
+                    e.error.as_ref().map_or_else(|| "no row".to_string(), describe)
                 ),
                 Err(_) => log::warn!(
                     "a write whose clients were told the outcome was unknown got no answer in {}s; its outcome stays \

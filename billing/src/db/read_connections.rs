@@ -11,11 +11,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::config::describe_database;
+use crate::config::database::describe_database;
+use crate::config::tls::Tls;
 use crate::db::{self, PgConn, Session};
 use crate::error::ApiError;
 use crate::metrics::{self, DbErrorKind};
-use crate::tls::Tls;
 
 /// One shared connection. Cloning is cheap; the connection closes when the last clone is dropped.
 #[derive(Clone)]
@@ -57,7 +57,7 @@ impl Slot {
     }
 }
 
-pub struct Pipelines {
+pub struct ReadConnections {
     slots: Box<[Slot]>,
     next: AtomicUsize,
     database: tokio_postgres::Config,
@@ -66,7 +66,7 @@ pub struct Pipelines {
     connect_timeout: Duration,
 }
 
-impl Pipelines {
+impl ReadConnections {
     /// `count` shared connections, opened on first use and re-opened when they close.
     pub fn new(
         count: usize,
@@ -78,7 +78,7 @@ impl Pipelines {
         let slots = (0..count.max(1))
             .map(|_| Slot { current: Mutex::new(None), reconnecting: tokio::sync::Mutex::new(None) })
             .collect();
-        Pipelines { slots, next: AtomicUsize::new(0), database, tls, session, connect_timeout }
+        ReadConnections { slots, next: AtomicUsize::new(0), database, tls, session, connect_timeout }
     }
 
     /// How many shared connections there are (at least one).
