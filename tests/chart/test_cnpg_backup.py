@@ -186,7 +186,7 @@ RENDERINGS = {
                                         "database.cnpg.recovery.recoveryTarget.targetTime": "2026-12-06T13:04:59.5Z"}),
     "plugin-recovery-to-a-time-no-compression": (PLUGIN_CRD, {
         **RECOVERY, "database.cnpg.backup.wal.compression": "", "database.cnpg.backup.data.compression": "lz4",
-        "database.cnpg.recovery.recoveryTarget.targetTime": "2026-12-06T13:04:59Z"}),
+        "database.cnpg.recovery.recoveryTarget.targetTime": "2026-12-06T14:04:59+01:00"}),
 }
 
 
@@ -273,6 +273,15 @@ SCHEMA_REFUSALS = [
     ("target-time-without-offset", {**HA_ON, **RECOVERY, "database.cnpg.recovery.recoveryTarget.targetTime": "2026-12-06 13:04:59"},
      "database.cnpg.recovery.recoveryTarget.targetTime: Does not match pattern",
      "at '/database/cnpg/recovery/recoveryTarget/targetTime': '2026-12-06 13:04:59' does not match pattern", None),
+    # CloudNativePG turns a Z into +00:00 only in the T form (machinery's ConvertToPostgresFormat); PostgreSQL 15
+    # itself refused recovery_target_time '...Z' at start ("invalid value for parameter"), measured on loopback.
+    ("target-time-space-and-z", {**HA_ON, **RECOVERY, "database.cnpg.recovery.recoveryTarget.targetTime": "2026-12-06 13:04:59Z"},
+     "database.cnpg.recovery.recoveryTarget.targetTime: Does not match pattern",
+     "at '/database/cnpg/recovery/recoveryTarget/targetTime': '2026-12-06 13:04:59Z' does not match pattern", None),
+    ("target-time-offset-without-colon", {**HA_ON, **RECOVERY,
+                                          "database.cnpg.recovery.recoveryTarget.targetTime": "2026-12-06T14:04:59+0100"},
+     "database.cnpg.recovery.recoveryTarget.targetTime: Does not match pattern",
+     "at '/database/cnpg/recovery/recoveryTarget/targetTime': '2026-12-06T14:04:59+0100' does not match pattern", None),
 ]
 
 
