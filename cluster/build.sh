@@ -126,6 +126,26 @@ build_cnpg() {
   mv "$dir/manager.tmp" "$dir/manager"
 }
 
+# versitygw, an S3-compatible server over a directory (its posix backend), for CloudNativePG's WAL archive and
+# base backups in the local cluster: a real S3 API, not a mock. `go install ...@version` builds exactly the
+# published module (it has no replace directives); CGO stays off as for everything here (its RDMA/CUDA parts
+# need cgo and are left out by their build constraints). The -X flags fill what `versitygw --version` prints.
+# Not part of `all`: only the backup scenario needs it.
+build_versitygw() {
+  local dir=$VERSITYGW_BIN
+  if [[ -x $dir/versitygw ]]; then log "versitygw: cached in $dir"; return; fi
+  local ld="-s -w -X main.Version=$VERSITYGW_VERSION -X main.Build=published-module-$VERSITYGW_VERSION"
+  ld+=" -X main.BuildTime=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  log "versitygw $VERSITYGW_VERSION: go install github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
+  mkdir -p "$dir.tmp"
+  GOBIN=$dir.tmp GOFLAGS="$GOFLAGS" "${nice[@]}" go install -ldflags "$ld" \
+    "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
+  "$dir.tmp/versitygw" --version >&2
+  mkdir -p "$dir"
+  mv "$dir.tmp/versitygw" "$dir/versitygw"
+  rmdir "$dir.tmp"
+}
+
 what=${1:-all}
 case $what in
   k8s) build_k8s ;;
@@ -134,6 +154,7 @@ case $what in
   provisioner) build_provisioner ;;
   prometheus) build_prometheus ;;
   cnpg) build_cnpg ;;
+  versitygw) build_versitygw ;;
   all)
     build_k8s
     build_etcd
@@ -142,5 +163,5 @@ case $what in
     build_prometheus
     build_cnpg
     ;;
-  *) echo "usage: $0 [all|k8s|etcd|coredns|provisioner|prometheus|cnpg]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|k8s|etcd|coredns|provisioner|prometheus|cnpg|versitygw]" >&2; exit 2 ;;
 esac

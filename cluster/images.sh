@@ -19,8 +19,11 @@
 #                                            and the binaries on PATH, as CloudNativePG's instance pods expect
 #   localhost/billing:v1.1, :v2.0            target/release/billing on Debian 12, user 65532:65532,
 #                                            ENTRYPOINT /usr/local/bin/billing, port 8080 (as the Dockerfile)
+#   localhost/versitygw:<version>            cmd/versitygw of github.com/versity/versitygw (build.sh versitygw):
+#                                            an S3 server, `versitygw posix <dir>` on port 7070, for CloudNativePG's
+#                                            backups; only on request (images.sh versitygw), not in `all`
 #
-# Usage: images.sh [all|base|billing|cnpg|pause|postgres|curl|prometheus]   (billing images are rebuilt whenever the binary changes)
+# Usage: images.sh [all|base|billing|cnpg|pause|postgres|curl|prometheus|versitygw]   (billing images are rebuilt whenever the binary changes)
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)
@@ -213,6 +216,7 @@ case $what in
   postgres) img_postgres ;;
   curl) img_curl ;;
   prometheus) img_from_go prometheus "$IMG_PROMETHEUS" "$PROMETHEUS_BIN/prometheus" ;;
+  versitygw) img_from_go versitygw "$IMG_VERSITYGW" "$VERSITYGW_BIN/versitygw" ;;
   all) "$0" base; img_billing || true ;;
-  *) echo "usage: $0 [all|base|billing|cnpg|pause|postgres|curl|prometheus]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|base|billing|cnpg|pause|postgres|curl|prometheus|versitygw]" >&2; exit 2 ;;
 esac

@@ -8,16 +8,17 @@
 #  - helm lint --strict: default, task1 and task2 values, and both tasks with the
 #    ServiceMonitor, the dashboard and the PrometheusRule on, Helm 3 and Helm 4
 #  - helm template of default/task1/task2/kind, of both tasks with every
-#    metrics object on, of values/ha.yaml and of task 1's migration to it
-#    (Helm 3 and Helm 4; CloudNativePG mode is told the Cluster CRD is there,
-#    which helm lint cannot be, so lint skips those two) and of every
-#    combination of the chart's six switches (Helm 3), and of values/ha.yaml
-#    with the metrics objects on, validated by
+#    metrics object on, of values/ha.yaml (also with the metrics objects on),
+#    of task 1's migration to it and of values/ha.yaml with values/ha-backup.yaml
+#    (Helm 3 and Helm 4; CloudNativePG mode is told the Cluster CRD (and the
+#    plugin's ObjectStore) is there, which helm lint cannot be, so lint skips
+#    those) and of every
+#    combination of the chart's six switches (Helm 3), validated by
 #    kubernetes-validate --strict
 #    against the oldest and newest supported Kubernetes (it knows no CRDs and
-#    warns about the ServiceMonitor and the Cluster:
-#    tests/chart/test_servicemonitor_crd.py and tests/chart/test_cnpg.py
-#    check those against their operators' CRD schemas)
+#    warns about the ServiceMonitor, the Cluster, the ScheduledBackup and the
+#    ObjectStore: tests/chart/test_servicemonitor_crd.py, test_cnpg.py and
+#    test_cnpg_backup.py check those against their operators' CRD schemas)
 #  - promtool check rules on the rule groups of every rendered PrometheusRule
 #    (tests/chart/test_prometheusrule.py unit-tests them with promtool test rules)
 #  - checkov over the rendered manifests (skips: tests/chart/checkov.yaml)
@@ -73,6 +74,8 @@ METRICS_ON=(--set metrics.serviceMonitor.enabled=true --set metrics.dashboard.en
 # CloudNativePG mode renders only where the operator's CRD is served.
 CNPG_API=(--api-versions postgresql.cnpg.io/v1/Cluster)
 CNPG_MIGRATION=(--set database.cnpg.enabled=true --set database.cnpg.import.enabled=true)
+# values/ha-backup.yaml archives through the Barman Cloud plugin, whose ObjectStore CRD helm must be told of too.
+BARMAN_API=(--api-versions postgresql.cnpg.io/v1/ScheduledBackup --api-versions barmancloud.cnpg.io/v1/ObjectStore)
 # Helm must not see a cluster or the user's Helm settings while checking.
 HELM_HOME=$(mktemp -d)
 RENDERED=$(mktemp -d)
@@ -101,7 +104,7 @@ render() { # render HELM NAME ARGS...
 }
 count=0
 for helm in helm3 helm4; do
-    printf '[check-chart] $ %s template billing %s -f values/... (default, task1, task2, task2+kind, task1/task2/ha + metrics objects, ha, task1 + migration to CloudNativePG)\n' "$helm" "$CHART"
+    printf '[check-chart] $ %s template billing %s -f values/... (default, task1, task2, task2+kind, task1/task2/ha + metrics objects, ha, task1 + migration to CloudNativePG, ha + backups)\n' "$helm" "$CHART"
     render "$helm" default
     render "$helm" task1 -f values/task1.yaml
     render "$helm" task2 -f values/task2.yaml
@@ -111,7 +114,8 @@ for helm in helm3 helm4; do
     render "$helm" ha -f values/ha.yaml "${CNPG_API[@]}"
     render "$helm" ha-metrics -f values/ha.yaml "${CNPG_API[@]}" "${METRICS_ON[@]}"
     render "$helm" task1-migration -f values/task1.yaml "${CNPG_API[@]}" "${CNPG_MIGRATION[@]}"
-    count=$((count + 9))
+    render "$helm" ha-backup -f values/ha.yaml -f values/ha-backup.yaml "${CNPG_API[@]}" "${BARMAN_API[@]}"
+    count=$((count + 10))
 done
 # The combinations with Helm 3 only: tests/chart/test_helms.py checks that
 # Helm 3 and Helm 4 render the same objects.

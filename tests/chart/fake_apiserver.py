@@ -34,7 +34,9 @@ RESOURCES = {
     "/apis/batch/v1": [_resource("jobs", "Job")],
     "/apis/autoscaling/v2": [_resource("horizontalpodautoscalers", "HorizontalPodAutoscaler")],
     # CloudNativePG mode renders only where the operator's CRD is served.
-    "/apis/postgresql.cnpg.io/v1": [_resource("clusters", "Cluster")],
+    "/apis/postgresql.cnpg.io/v1": [_resource("clusters", "Cluster"), _resource("scheduledbackups", "ScheduledBackup")],
+    # Its backups through the Barman Cloud plugin, likewise.
+    "/apis/barmancloud.cnpg.io/v1": [_resource("objectstores", "ObjectStore")],
 }
 VERSION = {"major": "1", "minor": "33", "gitVersion": "v1.33.0", "platform": "linux/amd64"}
 
