@@ -11,6 +11,11 @@
                                   seconds
   missing-acked GETALL LOAD       the ids acknowledged in the load file LOAD ("... transaction id=N 201" lines)
                                   that the /getall answer in file GETALL lacks, space-separated ("" for none)
+  load-answers LOAD               "ACKED UNKNOWN" of the load file LOAD: the answers 201, and those that leave the
+                                  payment's fate unknown (neither 201 nor "nothing was recorded": a time-out, an
+                                  answer "may or may not be recorded")
+  has-tx ID AMOUNT CLIENT         exit 0 when ONE record of the JSON on stdin (an object, or an array of them) has
+                                  this id, amount and client_id, else 1
 """
 import datetime
 import json
@@ -43,6 +48,27 @@ def missing_acked(getall_file, load_file):
     print(" ".join(str(i) for i in acked if i not in have))
 
 
+def load_answers(load_file):
+    acked = unknown = 0
+    with open(load_file, encoding="utf-8") as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if not line:
+                continue
+            if re.search(r"transaction id=\d+ 201$", line):
+                acked += 1
+            elif "nothing was recorded" not in line:
+                unknown += 1
+    print(acked, unknown)
+
+
+def has_tx(answer, tx_id, amount, client):
+    d = json.loads(answer)
+    records = d if isinstance(d, list) else [d]
+    return any(isinstance(r, dict) and r.get("id") == tx_id and r.get("amount") == amount
+               and r.get("client_id") == client for r in records)
+
+
 def main(argv):
     if not argv:
         sys.exit(__doc__)
@@ -61,6 +87,10 @@ def main(argv):
         pg_log_time(args[0])
     elif cmd == "missing-acked" and len(args) == 2:
         missing_acked(args[0], args[1])
+    elif cmd == "load-answers" and len(args) == 1:
+        load_answers(args[0])
+    elif cmd == "has-tx" and len(args) == 3:
+        return 0 if has_tx(sys.stdin.read(), int(args[0]), int(args[1]), args[2]) else 1
     else:
         sys.exit(f"scenario_lib.py: bad command {argv!r}\n{__doc__}")
     return 0
