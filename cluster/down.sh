@@ -50,13 +50,15 @@ unmount_ours() {
 # tie is its working directory and that has a terminal (someone's shell in /var/lib/billing-cluster/logs) is
 # not the cluster's: it is named, not killed.
 end_cluster_processes() {
-  local only=${1:-} pid why i left=() killed=() tty cmd
+  local only=${1:-} pid why i left=() killed=() tty cmd container
   while read -r pid why; do
     cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || continue
-    if [[ $only == containers && $why != cgroup && $cmd != *containerd-shim*" -address $CONTAINERD_SOCK"* ]]; then
-      continue
+    container=0   # a shim of our containerd, or a process in a kubepods cgroup
+    if [[ $cmd == *containerd-shim*" -address $CONTAINERD_SOCK"* ]] || grep -q kubepods "/proc/$pid/cgroup" 2>/dev/null; then
+      container=1
     fi
-    if [[ $why == cwd ]]; then
+    [[ $only == containers ]] && ((!container)) && continue
+    if [[ $why == cwd ]] && ((!container)); then
       tty=$(awk '{print $7}' "/proc/$pid/stat" 2>/dev/null)
       if [[ -n $tty && $tty != 0 ]]; then
         log "not ending pid $pid ($(cat "/proc/$pid/comm" 2>/dev/null)): a terminal's process working in our directories"

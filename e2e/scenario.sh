@@ -723,10 +723,11 @@ step7_helm_test_task1() {
 }
 
 step8_prometheus_task1() {
-  local acked unknown
+  local paid acked unknown
   title "Prometheus counts the payments of task 1 that the scenario saw acknowledged"
   prometheus_on || return 0
-  read -r acked unknown <<<"$(payments_of task1 4 6 7)"
+  paid=$(payments_of task1 4 6 7)
+  read -r acked unknown <<<"$paid"
   say "  steps 4, 6 and 7: $acked payments acknowledged, $unknown of unknown outcome"
   # one Deployment pod since step 1 (step 5 checked it was not restarted): its counter holds them all. It counts
   # every committed payment: each acknowledged one, and those of unknown outcome that committed.
@@ -856,11 +857,12 @@ step14_helm_test_task2() {
 }
 
 step15_prometheus_task2() {
-  local acked1 unknown1 acked2 unknown2 started range live
+  local paid1 paid2 acked1 unknown1 acked2 unknown2 started range live
   title "Prometheus counts the payments of task 2 and of the whole scenario"
   prometheus_on || return 0
-  read -r acked1 unknown1 <<<"$(payments_of task1 4 6 7)"
-  read -r acked2 unknown2 <<<"$(payments_of task2 11 14)"
+  paid1=$(payments_of task1 4 6 7) paid2=$(payments_of task2 11 14)
+  read -r acked1 unknown1 <<<"$paid1"
+  read -r acked2 unknown2 <<<"$paid2"
   started=$(scenario_value started 1)
   say "  acknowledged: task 1 (steps 4, 6, 7) $acked1 (+$unknown1 of unknown outcome); task 2 (steps 11, 14) $acked2 (+$unknown2)"
   # Step 13 replaced billing-stateful-2: the new pod's counter started at 0, so the live pods'
@@ -975,7 +977,7 @@ title() { step "$STEP_NO. $1"; }
 prometheus_on() { ((PROMETHEUS)) && return 0; say "  left out (--no-prometheus)"; return 1; }
 
 main() {
-  local n fn acked1 acked2 unknown
+  local n fn paid1 paid2 acked1 acked2 unknown
   if ((LIST)); then
     for ((n = 1; n <= ${#STEPS[@]}; n++)); do printf '%2d %s\n' "$n" "${STEPS[n - 1]}"; done
     return 0
@@ -992,8 +994,9 @@ main() {
   step "done"
   say "steps $FROM..$TO of ${#STEPS[@]} passed"
   if ((PROMETHEUS && FROM == 1 && TO == ${#STEPS[@]})); then
-    read -r acked1 unknown <<<"$(payments_of task1 4 6 7)"
-    read -r acked2 _ <<<"$(payments_of task2 11 14)"
+    paid1=$(payments_of task1 4 6 7) paid2=$(payments_of task2 11 14)
+    read -r acked1 unknown <<<"$paid1"
+    read -r acked2 _ <<<"$paid2"
     say "payments acknowledged in the scenario: $((acked1 + acked2)) (task 1: $acked1, task 2: $acked2; $unknown of unknown outcome); PromQL counted them (steps 8, 15)"
   fi
   if ((FROM == 1 && TO == ${#STEPS[@]})); then say "ALL STEPS PASSED in $(($(date +%s) - t0))s"; fi
