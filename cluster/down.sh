@@ -248,6 +248,7 @@ down_addons() {
 
 main() {
   local i phase
+  [[ ! -d $STATE || -f $changes ]] || log "no $changes: nothing recorded, so no network, iptables or cgroup change is undone"
   for ((i = ${#CLUSTER_PHASES[@]} - 1; i >= 0; i--)); do
     phase=${CLUSTER_PHASES[i]}
     "down_$phase"
