@@ -247,7 +247,11 @@ cleanup() {
   local keep=$KEEP
   if ((PARTIAL_KEEP && KEEP != 1)); then
     keep=1
-    say "steps $((TO + 1))..${#STEPS[@]} not run: namespace $NS and what steps $FROM..$TO made are kept for them (e2e/run.sh --from $((TO + 1)))"
+    if ((rc == 0)); then
+      say "steps $((TO + 1))..${#STEPS[@]} not run: namespace $NS and what steps $FROM..$TO made are kept for them (e2e/run.sh --from $((TO + 1)))"
+    else
+      say "namespace $NS and what the steps made are kept: go on from the step that failed with e2e/run.sh --from $((STEP_NO > 0 ? STEP_NO : FROM))"
+    fi
   fi
   if [[ $keep != 1 ]] && h status billing-old >/dev/null 2>&1; then
     timeout 120 "$HELM" --namespace "$NS" uninstall billing-old --wait --timeout 90s >/dev/null 2>&1
