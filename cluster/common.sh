@@ -25,6 +25,49 @@ HOSTPATH_DIR=/tmp/hostpath-provisioner   # minikube's provisioner path; same pat
 CONTAINERD_SOCK=$RUN/containerd/containerd.sock
 FW_CHAIN=BILLING-CLUSTER    # our own filter chain (keeps pod traffic on this machine)
 
+# ---------------------------------------------------------------- phases and the state contract
+# up.sh runs these phases in this order (function up_<phase>); down.sh runs down_<phase> in the reverse order.
+# Each down_<phase> undoes what its up_<phase> did, reading only what that phase recorded, and does nothing when
+# the phase never ran (down.sh also tears down an up.sh that failed or was killed half-way).
+CLUSTER_PHASES=(state sysctls cgroups network firewall paths pki etcd control_plane containerd kubelet kube_proxy addons)
+#
+# Every file up.sh and down.sh pass between them (the contract; nothing else is read across the two):
+#
+#   $STATE/host-changes        written by up.sh phases, one "<kind> <value>..." line per host change to undo;
+#                              read by down.sh (a kind with no line is never undone). up_state creates it empty.
+#       iptables-snapshot F      up_firewall: F ($STATE/iptables.orig) holds iptables as before up.sh
+#       cgroup DIR               up_cgroups: DIR (/sys/fs/cgroup[/<controller>]/kubepods) is kubelet's, to remove
+#       link bcni0               up_network: the CNI bridge (absent at start), its veths with it
+#       conntrack 10.244.0.0/24  up_network: conntrack entries of this node's pods, to delete
+#       lo-addr 10.250.0.1/32    up_network: the node address it added to lo
+#       route 10.96.0.0/16 dev lo  up_network: the route it added (arguments as given to `ip route del`)
+#       created-path P           up_paths: P (one of HARDCODED_PATHS) did not exist, so it is removed
+#       dir /tmp/hostpath-provisioner  up_paths: the provisioner's directory did not exist, so it is removed
+#   $STATE/sysctl.orig         up_sysctls: "name=value" of every WATCHED_SYSCTLS as before up.sh; down_sysctls
+#                              writes back each one that differs
+#   $STATE/iptables.orig       up_firewall (iptables_snapshot): every rule and chain before up.sh; down_firewall
+#                              removes only KUBE-*/CNI-*/BILLING-CLUSTER chains absent from it (and jumps to them)
+#   $STATE/nft-tables.orig     up_firewall: `nft list tables` before up.sh; down_firewall deletes empty new ones
+#   $RUN/pids/<name>.pid       up.sh's start() (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
+#                              containerd, kubelet, kube-proxy); read by pid_alive/stop_pid (down.sh, up.sh's
+#                              "already running", e2e-local.sh, host-safety.sh killed-run) and, by path, by
+#                              e2e/run.sh and scripts/ha.sh (is the cluster up?); foreign_cluster_findings skips them
+#   $RUN/containerd/io.containerd.runtime.v2.task/*/*/shim.pid
+#                              containerd's shims; down_containerd and host-safety.sh killed-run read them.
+#                              Not every shim has one: cluster_processes finds the rest
+#   $STATE/logs/<name>.log, $STATE/logs/timings
+#                              the processes' output and up.sh's timings; wait_for prints their tails, e2e-local.sh
+#                              copies them to the artifacts on failure (KEEP_STATE=1 down.sh keeps them)
+#   $STATE/pki/*, $STATE/kubeconfig, $STATE/<component>.kubeconfig
+#                              up_pki; the admin kubeconfig is what `kc`, e2e-local.sh and users (KUBECONFIG) use
+#   $STATE/containerd.toml, cni/net.d/*, kubelet.yaml, kube-proxy.yaml, addons.yaml
+#                              configuration written by the phase that starts the process reading it
+#   $STATE/billing-imported.sum  e2e-local.sh: the billing images' sum last imported; it re-imports when
+#                              $IMAGES_DIR/billing.sum differs
+#   $STATE/{etcd,containerd,containerd-opt,kubelet,pod-logs,cni/ipam}, $RUN/{containerd,runc}
+#                              the processes' own data; removed with $STATE and $RUN by down_state
+# $CLUSTER_CACHE (builds, images) is not state: build.sh and images.sh write it, nothing removes it.
+
 # Fixed paths that kubelet, containerd's shims and libcni use whatever their
 # configuration says (device plugins, shim sockets, CNI result cache, legacy
 # log symlinks). up.sh records which of them did not exist; down.sh removes those.
@@ -112,15 +155,44 @@ iptables_snapshot() {
   done
 }
 
-# our_shims: the PIDs of containerd shims started by our containerd, found by the socket address every one of
-# them is started with (only ours carry $CONTAINERD_SOCK). Their bundles' shim.pid files miss some of them when
-# the cluster was killed rather than stopped: a task still starting has no file yet, and such a shim outlives
-# containerd (host-safety.sh killed-run left two per run before down.sh looked for them this way).
-our_shims() {
-  local p cmd
-  for p in /proc/[0-9]*; do
-    cmd=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null) || continue
-    [[ $cmd == *containerd-shim*" -address $CONTAINERD_SOCK"* ]] && echo "${p#/proc/}"
+# cluster_processes: one "<pid> <why>" line per running process that belongs to this cluster, whatever
+# recorded it or not:
+#   exe      its executable is under $CLUSTER_CACHE (our kube-*, etcd, kubectl, coredns, prometheus builds)
+#   cmdline  its command line names $STATE or $RUN (containerd --config $STATE/..., every containerd shim, which
+#            is started with -address $CONTAINERD_SOCK, a kubectl --kubeconfig $STATE/...)
+#   cwd      its working directory is under $STATE or $RUN (a shim's bundle directory, even deleted)
+#   cgroup   it runs in a kubepods cgroup (a container's process; up.sh refuses to start beside another
+#            kubelet's kubepods, so these are ours)
+# A killed cluster leaves some with no pid file (a shim whose task was still starting has no shim.pid yet,
+# and outlives containerd in the root cgroups): down.sh ends them, host-safety.sh compares them. This shell
+# and its ancestors are never listed.
+cluster_processes() {
+  local p pid link target cmd cg skip=" " a=$BASHPID argv=()
+  local -A exe=() cwd=()
+  while [[ -n $a && $a != 0 ]]; do
+    skip+="$a "
+    a=$(awk '{print $4}' "/proc/$a/stat" 2>/dev/null) || break
+  done
+  # one find for every link (kernel threads have none); a process may end meanwhile
+  while IFS=$'\t' read -r link target; do
+    pid=${link#/proc/}; pid=${pid%%/*}
+    case $link in */exe) exe[$pid]=$target ;; */cwd) cwd[$pid]=$target ;; esac
+  done < <(find /proc/[0-9]*/exe /proc/[0-9]*/cwd -maxdepth 0 -printf '%p\t%l\n' 2>/dev/null)
+  for pid in "${!exe[@]}"; do
+    [[ $skip == *" $pid "* ]] && continue
+    p=/proc/$pid
+    if [[ ${exe[$pid]} == "$CLUSTER_CACHE"/* ]]; then echo "$pid exe"; continue; fi
+    mapfile -d '' argv 2>/dev/null <"$p/cmdline" || continue
+    cmd=" ${argv[*]} "
+    if [[ $cmd == *" $STATE/"* || $cmd == *"=$STATE/"* || $cmd == *" $RUN/"* || $cmd == *"=$RUN/"* ]]; then
+      echo "$pid cmdline"; continue
+    fi
+    target=${cwd[$pid]:-}
+    if [[ $target == "$STATE" || $target == "$STATE"/* || $target == "$RUN" || $target == "$RUN"/* ]]; then
+      echo "$pid cwd"; continue
+    fi
+    cg=$(<"$p/cgroup") 2>/dev/null || continue
+    [[ $cg == *kubepods* ]] && echo "$pid cgroup"
   done
   return 0
 }

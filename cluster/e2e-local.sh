@@ -26,20 +26,23 @@ set -euo pipefail
 . "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/common.sh"
 repo=$(cd "$here/.." && pwd)
 
-do_up=0 do_down=0 do_ha=0 args=()
+do_up=0 do_down=0 do_ha=0 args=() steps_range=0
 while (($#)); do
   case $1 in
     --up) do_up=1; shift ;;
     --down) do_down=1; shift ;;
     --ha) do_ha=1; shift ;;
+    --) args+=("$@"); break ;;
+    --from | --to | --only) steps_range=1; args+=("$1"); shift ;;   # some steps of the scenario only
     *) args+=("$1"); shift ;;
   esac
 done
+((steps_range && do_up)) && die "--from/--to/--only run steps on a cluster where the earlier ones already ran, not on one started for the run (--up)"
 
 # With both --up and --down the run owns the cluster's whole life, and also checks that up.sh and down.sh
 # touch only what they make (cluster/host-safety.sh): up.sh refuses to start beside another cluster's
 # kubelet and chains; things of another program planted before up.sh survive down.sh; and after down.sh the
-# host's iptables, nft tables, addresses, routes, links, mounts, cgroups and sysctls are as before up.sh.
+# host's iptables, nft tables, addresses, routes, links, mounts, cgroups, sysctls and processes are as before up.sh.
 # HOST_SAFETY_CHECK=0 leaves the check out.
 check_host=0
 if ((do_up && do_down)) && [[ ${HOST_SAFETY_CHECK:-1} == 1 ]] && ! pid_alive kube-apiserver; then check_host=1; fi
@@ -62,8 +65,8 @@ if ((check_host)); then
   # An earlier run killed before its teardown (a CI job cancelled, a session ended) leaves our state and pid
   # directories; up.sh would tear them down itself, but only after the host was checked and photographed, so
   # the refusal check and the snapshot would see the leftovers (CI failed so once). Tear them down first.
-  if [[ -e $STATE || -e $RUN || -n $(our_shims) ]]; then
-    log "leftovers of an earlier run ($STATE, $RUN, or its containerd shims): tearing them down (cluster/down.sh) before the host-safety checks"
+  if [[ -e $STATE || -e $RUN || -n $(cluster_processes) ]]; then
+    log "leftovers of an earlier run ($STATE, $RUN, or processes of the cluster): tearing them down (cluster/down.sh) before the host-safety checks"
     bash "$here/down.sh"
   fi
   # The same on purpose: a cluster killed with no teardown, then the leftover teardown above, which must leave the
@@ -152,7 +155,8 @@ else
     --prometheus-image "$IMG_PROMETHEUS" --require-servicemonitor \
     "${args[@]}" || rc=$?
   # Issue 11 §2: the chart against a PostgreSQL it does not make, over TLS verified with a CA from a ConfigMap.
-  if ((rc == 0)); then
+  # (Not after a range of the scenario's steps: those run the course scenario only.)
+  if ((rc == 0 && !steps_range)); then
     "$repo/e2e/external-db.sh" --kubectl "$KUBECTL" --helm "${HELM:-$repo/.tools/bin/helm3}" \
       --client-image "$IMG_CURL" --postgres-image "$IMG_POSTGRES" \
       --set "image.repository=$IMG_BILLING_REPO" || rc=$?

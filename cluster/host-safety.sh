@@ -10,7 +10,8 @@
 #                              entry in 10.244.0.0/16 outside our node's 10.244.0.0/24
 #   host-safety.sh snapshot F  the host state down.sh must leave as it was: iptables (IPv4/6, all tables),
 #                              nft tables, addresses, routes, links, mounts, cgroup directories, sysctls, and
-#                              how many shims of our containerd run (none)
+#                              the processes of the cluster (cluster_processes in common.sh: run from our
+#                              binaries, state or run directories, our containerd's shims, containers; none)
 #   host-safety.sh compare F   fails, showing the difference, unless the host matches snapshot F and the
 #                              planted conntrack entry is still there (--without-planted: no such entry expected)
 #   host-safety.sh unplant     remove what plant made
@@ -28,7 +29,7 @@ DECOY_KUBE_CHAIN=KUBE-E2E-FOREIGN
 DECOY_CT=(-p tcp -s 10.244.200.5 -d 10.244.200.6 --sport 40000 --dport 5432)
 
 host_state() {
-  local f=$1 s
+  local f=$1 s p why
   {
     echo "## iptables"; iptables_snapshot
     echo "## nft tables"; nft list tables 2>/dev/null | sort
@@ -37,7 +38,11 @@ host_state() {
     echo "## links"; ip -o link show | awk -F': ' '{print $2}' | sort
     echo "## mounts"; awk '{print $2, $3}' /proc/self/mounts | sort
     echo "## cgroups"; find /sys/fs/cgroup -mindepth 1 -maxdepth 2 -type d 2>/dev/null | sort
-    echo "## our containerd shims still running"; our_shims | wc -l
+    # without PIDs (they differ from run to run): "<why> <command line>" of each, sorted
+    echo "## processes of the cluster (exe under $CLUSTER_CACHE, command line or cwd under $STATE or $RUN, kubepods cgroup)"
+    cluster_processes | while read -r p why; do
+      printf '%s %s\n' "$why" "$(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | cut -c1-200)"
+    done | sort
     echo "## sysctls"
     for s in "${WATCHED_SYSCTLS[@]}"; do v=$(sysctl -n "$s" 2>/dev/null) && echo "$s=$v"; done
   } >"$f"
@@ -109,12 +114,12 @@ case ${1:-} in
     fi
     rm -f "$now" "$now.diff"
     if [[ ${3:-} == --without-planted ]]; then
-      log "host-safety: the host matches its state before the killed run (iptables, nft, addresses, routes, links, mounts, cgroups, shims, sysctls)"
+      log "host-safety: the host matches its state before the killed run (iptables, nft, addresses, routes, links, mounts, cgroups, processes, sysctls)"
       exit 0
     fi
     conntrack -L "${DECOY_CT[@]}" 2>/dev/null | grep -q 10.244.200.5 \
       || die "host-safety: down.sh deleted a conntrack entry outside our pod range (10.244.200.5)"
-    log "host-safety: after down.sh the host matches its state before up.sh (iptables, nft, addresses, routes, links, mounts, cgroups, shims, sysctls); the planted chain and conntrack entry are intact"
+    log "host-safety: after down.sh the host matches its state before up.sh (iptables, nft, addresses, routes, links, mounts, cgroups, processes, sysctls); the planted chain and conntrack entry are intact"
     ;;
   unplant) unplant ;;
   *) echo "usage: $0 refusal|plant|killed-run|snapshot FILE|compare FILE [--without-planted]|unplant" >&2; exit 2 ;;

@@ -88,15 +88,30 @@ say "helm install $RELEASE (task 1: bundled PostgreSQL) in namespace $NS"
   || fail "the task-1 release did not become ready"
 url=$(svc_url)
 # kube-proxy programs a new Service within a second or two; a refused connection sent nothing, so it is retried.
-curl -sS --max-time 5 --retry 20 --retry-delay 1 --retry-connrefused "$url/ping" >/dev/null \
+curl -sS -f --max-time 5 --retry 20 --retry-delay 1 --retry-connrefused "$url/ping" >/dev/null \
   || fail "this host cannot reach the billing Service at $url"
+# the 20 payments, "<id> <client_id> <amount>" of each as billing acknowledged it
+: >"$work/sent.txt"
 for i in $(seq 1 20); do
-  code=$(curl -sS --max-time 10 -o /dev/null -w '%{http_code}' -X POST "$url/add?client_id=before-migration-$i&amount=$i") || code=000
-  [[ $code == 201 ]] || fail "payment $i on the bundled PostgreSQL answered $code"
+  answer=$(curl -sS -f --max-time 10 -X POST "$url/add?client_id=before-migration-$i&amount=$i" 2>&1) \
+    || fail "payment $i on the bundled PostgreSQL failed: $answer"
+  [[ $answer =~ ^Transaction\ added\.\ transaction\ id=([0-9]+)$ ]] || fail "payment $i: unexpected answer: $answer"
+  echo "${BASH_REMATCH[1]} before-migration-$i $i" >>"$work/sent.txt"
 done
-curl -sS --max-time 10 "$url/getall?limit=1000" >"$work/before.json" || fail "GET /getall failed"
-before=$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))))' "$work/before.json")
-say "  ok: $before payments on the bundled PostgreSQL"
+curl -sS -f --max-time 10 "$url/getall?limit=1000" >"$work/before.json" || fail "GET /getall failed"
+# The ledger before the migration is exactly the 20 payments acknowledged (a fresh namespace): the migration is then
+# checked against what was sent, not against the service's own answer alone.
+python3 - "$work/sent.txt" "$work/before.json" <<'EOF' || fail "the bundled PostgreSQL's ledger is not the 20 payments sent"
+import json, sys
+sent = sorted((int(i), c, int(a)) for i, c, a in (line.split() for line in open(sys.argv[1]) if line.strip()))
+have = sorted((r["id"], r["client_id"], r["amount"]) for r in json.load(open(sys.argv[2])))
+if sent != have:
+    print(f"  sent {len(sent)}, the ledger has {len(have)}; not in the ledger: {sorted(set(sent) - set(have))[:5]}, "
+          f"not sent: {sorted(set(have) - set(sent))[:5]}")
+    sys.exit(1)
+EOF
+before=$(wc -l <"$work/sent.txt")
+say "  ok: the $before payments sent are the bundled PostgreSQL's ledger, same id, client and amount"
 
 # ------------------------------------------------------------------------------------------ migration
 say "migration: writes stopped (billing scaled to 0), then the CloudNativePG Cluster imports the bundled database"
@@ -111,9 +126,9 @@ k wait "cluster/$CLUSTER" --for=condition=Ready --timeout=600s >/dev/null \
 k rollout status deployment "$RELEASE" --timeout=180s >/dev/null || fail "billing did not become ready on the Cluster"
 say "  ok: Cluster $CLUSTER ready with $(k get "cluster/$CLUSTER" -o jsonpath='{.status.readyInstances}') instances, billing on it, $(($(date +%s) - m0)) s after the upgrade"
 url=$(svc_url)
-curl -sS --max-time 10 --retry 10 --retry-delay 1 --retry-connrefused "$url/getall?limit=1000" >"$work/after.json" \
+curl -sS -f --max-time 10 --retry 10 --retry-delay 1 --retry-connrefused "$url/getall?limit=1000" >"$work/after.json" \
   || fail "GET /getall on the Cluster failed"
-python3 - "$work/before.json" "$work/after.json" <<'EOF' || fail "the migrated ledger differs from the bundled one"
+python3 - "$work/before.json" "$work/after.json" <<'EOF' || fail "the migrated ledger differs from the 20 payments sent"
 import json, sys
 key = lambda r: (r["id"], r["client_id"], r["amount"])
 before = sorted(map(key, json.load(open(sys.argv[1]))))

@@ -9,7 +9,10 @@
 
   ha_load.py report --results F.jsonl --committed C.txt --kill-at T [--json OUT]
       C.txt holds the client_ids the ledger has afterwards, one per line. Prints what became of the payments and
-      exits 1 if an acknowledged payment is missing or a payment told "nothing was recorded" is there.
+      exits 1 if an acknowledged payment is missing, a payment told "nothing was recorded" is there, or any request
+      got another answer than 201 or billing's 503 ("may or may not be recorded", "nothing was recorded"): a 500,
+      any other status or text, or no answer at all (billing stays up through a failover and answers every
+      request within its own time-outs, well inside --timeout).
 
 Standard library only: it runs on the host that runs the cluster, against the billing Service's address.
 """
@@ -84,7 +87,7 @@ def report(args):
             acked.append(r)
         elif r["status"] == 503 and IN_DOUBT in r["text"]:
             in_doubt.append(r)
-        elif r["status"] in (500, 503) and NOTHING in r["text"]:
+        elif r["status"] == 503 and NOTHING in r["text"]:
             nothing.append(r)
         elif r["status"] == 0:
             no_answer.append(r)
@@ -135,6 +138,12 @@ def report(args):
         bad.append("no payment was acknowledged at all")
     if first_ok is None:
         bad.append("no payment sent after the kill was acknowledged")
+    if no_answer:
+        bad.append(f"{len(no_answer)} requests got no answer (reset or time-out), e.g. "
+                   f"{sorted({r['text'][:120] for r in no_answer})[:3]}")
+    if other:
+        bad.append(f"{len(other)} requests got an answer other than 201 or billing's 503, e.g. "
+                   f"{sorted({str(r['status']) + ' ' + r['text'][:120] for r in other})[:3]}")
     for b in bad:
         print(f"  FAILED: {b}")
     return 1 if bad else 0

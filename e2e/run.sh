@@ -11,7 +11,8 @@
 #      billing:v2.0 into that cluster first (docs/local-cluster.md);
 #   4. otherwise a message saying what it found and how to go on, and exit 2.
 # E2E_TARGET=local|context forces a choice (context implies the opt-in). Helm comes from .tools/bin, installed
-# here when missing (scripts/install-tools.sh helm). Other arguments go to e2e/scenario.sh.
+# here when missing (scripts/install-tools.sh helm). Other arguments go to e2e/scenario.sh, among them a range of
+# its steps against a cluster that is already up: e2e/run.sh --from 5 (--to 7, --only 5; docs/local-cluster.md).
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 target=${E2E_TARGET:-auto}
@@ -33,6 +34,16 @@ local_possible() {
 }
 
 case $target in auto | local | context) ;; *) echo "e2e: E2E_TARGET must be auto, local or context, not '$target'" >&2; exit 2 ;; esac
+# A range of steps (--from/--to/--only) runs against a cluster where the earlier steps already ran: never on a
+# cluster started for the run.
+steps_range=0
+for a in "$@"; do
+  [[ $a == -- ]] && break
+  case $a in
+    --from | --to | --only) steps_range=1 ;;
+    --list | -h | --help) exec "$repo/e2e/scenario.sh" "$a" ;;   # nothing to run
+  esac
+done
 allow_context=${E2E_ALLOW_CONTEXT:-0}
 [[ $target == context ]] && allow_context=1
 
@@ -55,6 +66,10 @@ if [[ $target != local ]] && ((allow_context)); then
     echo "e2e: E2E_TARGET=context, but no cluster answers on the current kube context ($(kubectl config current-context 2>/dev/null || echo none))" >&2
     exit 2
   fi
+fi
+if ((steps_range)); then
+  echo "e2e: --from/--to/--only run steps against a cluster where the earlier ones already ran, and no such cluster is up: start it (cluster/up.sh), then e2e/run.sh --to N, then e2e/run.sh --from N+1 (docs/local-cluster.md)" >&2
+  exit 2
 fi
 if local_possible; then
   echo "e2e: starting the local cluster (cluster/up.sh), running the scenario on it, tearing it down (cluster/down.sh)"
