@@ -1,21 +1,20 @@
 #!/usr/bin/env bash
 # The chart's alerting rules (metrics.prometheusRule, issue 23 §3) in a real Prometheus: loads the rule groups
 # rendered for the installed release into the e2e's Prometheus (e2e/prometheus.yaml, which the course scenario
-# deploys in the release's namespace), checks that every group loads and that BillingDown is quiet while billing
-# runs, scales billing to 0 and waits for BillingDown to fire, then scales billing back and waits for the alert to
-# resolve. Prometheus' configuration is put back as it was at the end (its ConfigMap and Deployment), also on
-# failure.
+# deploys in the release's namespace and which reads every rule file of the optional ConfigMap billing-rules),
+# checks that every group loads and that BillingDown is quiet while billing runs, scales billing to 0 and waits
+# for BillingDown to fire, then scales billing back and waits for the alert to resolve. At the end, also on
+# failure, the ConfigMap is deleted and Prometheus restarted without rules, as the scenario left it.
 #
 #   e2e/alerts.sh --kubectl K --helm H --namespace NS [--release billing] [--python P]
 #
-# The release and the e2e Prometheus must be running in NS (run after the course scenario, before its namespace
-# is deleted). The rules are rendered with the release's own values plus metrics.prometheusRule.enabled=true,
-# job=kubernetes-pods (the e2e Prometheus' annotation-based job) and downFor=20s (the test's patience, not a
-# recommendation). --python: a Python with PyYAML for tests/chart/promtool/rule_file.py (default: the
-# repository's .tools/venv/bin/python, from scripts/install-tools.sh).
+# The release and the e2e Prometheus must be running in NS (the course scenario runs it as its last step). The
+# rules are rendered with the release's own values plus metrics.prometheusRule.enabled=true, job=kubernetes-pods
+# (the e2e Prometheus' annotation-based job) and downFor=20s (the test's patience, not a recommendation).
+# --python: a Python 3 to read Prometheus' JSON answers (standard library only; default python3).
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-KUBECTL=kubectl HELM=helm NS="" RELEASE=billing PYTHON=$repo/.tools/venv/bin/python
+KUBECTL=kubectl HELM=helm NS="" RELEASE=billing PYTHON=python3
 while (($#)); do
   case $1 in
     --kubectl) KUBECTL=$2; shift 2 ;;
@@ -27,7 +26,7 @@ while (($#)); do
   esac
 done
 [[ -n $NS ]] || { echo "alerts: --namespace is required" >&2; exit 2; }
-"$PYTHON" -c 'import yaml' 2>/dev/null || { echo "alerts: $PYTHON cannot import yaml (run scripts/install-tools.sh, or pass --python)" >&2; exit 1; }
+command -v "$PYTHON" >/dev/null || { echo "alerts: $PYTHON not found (pass --python)" >&2; exit 1; }
 
 t0=$(date +%s)
 say() { printf '[alerts %4ss] %s\n' "$(($(date +%s) - t0))" "$*"; }
@@ -59,49 +58,28 @@ wait_for_alert() {
   fail "$name is $state after $3 s, expected $want"
 }
 
-# save_prometheus: the ConfigMap and Deployment as they are now, to put back at the end.
-save_prometheus() {
-  k get configmap prometheus -o json >"$work/configmap.json"
-  k get deployment prometheus -o json >"$work/deployment.json"
+# restart_prometheus WHY: a new Prometheus pod, which reads billing-rules (or its absence) afresh.
+restart_prometheus() {
+  k rollout restart deployment/prometheus >/dev/null || fail "restart deployment/prometheus $1"
+  k rollout status deployment/prometheus --timeout=180s >/dev/null || fail "deployment/prometheus not rolled out $1"
 }
 
-# restore_prometheus: the saved ConfigMap, the Deployment without the rules volume, no rules ConfigMap.
+# restore_prometheus: no rules ConfigMap, and a Prometheus that has read none, as the scenario left it.
 restore_prometheus() {
-  [[ -s $work/configmap.json ]] || return 0
-  "$PYTHON" - "$work/configmap.json" >"$work/configmap-restore.json" <<'PY'
-import json, sys
-cm = json.load(open(sys.argv[1]))
-meta = cm["metadata"]
-cm["metadata"] = {k: meta[k] for k in ("name", "namespace", "labels") if k in meta}
-print(json.dumps(cm))
-PY
-  k replace -f "$work/configmap-restore.json" >/dev/null || say "could not restore ConfigMap prometheus"
-  if k get deployment prometheus -o jsonpath='{.spec.template.spec.volumes[*].name}' | grep -qw billing-rules; then
-    k patch deployment prometheus --type json -p '[
-      {"op": "remove", "path": "/spec/template/spec/containers/0/volumeMounts/'"$(mount_index)"'"},
-      {"op": "remove", "path": "/spec/template/spec/volumes/'"$(volume_index)"'"}]' >/dev/null \
-      || say "could not remove the rules volume from deployment/prometheus"
+  ((rules_loaded)) || return 0
+  rules_loaded=0
+  k delete configmap billing-rules --ignore-not-found >/dev/null || say "could not delete ConfigMap billing-rules"
+  if k rollout restart deployment/prometheus >/dev/null; then
+    k rollout status deployment/prometheus --timeout=180s >/dev/null || say "deployment/prometheus not rolled out after the rules were removed"
+  else
+    say "could not restart deployment/prometheus after the rules were removed"
   fi
-  k delete configmap billing-rules --ignore-not-found >/dev/null || true
-  k rollout status deployment/prometheus --timeout=180s >/dev/null || say "deployment/prometheus not rolled out after the restore"
 }
 
-mount_index() {
-  k get deployment prometheus -o json | "$PYTHON" -c '
-import json, sys
-c = json.load(sys.stdin)["spec"]["template"]["spec"]["containers"][0]
-print([m["name"] for m in c["volumeMounts"]].index("billing-rules"))'
-}
-
-volume_index() {
-  k get deployment prometheus -o json | "$PYTHON" -c '
-import json, sys
-print([v["name"] for v in json.load(sys.stdin)["spec"]["template"]["spec"]["volumes"]].index("billing-rules"))'
-}
-
-# The billing workload (Deployment or StatefulSet) and its replicas, to scale back to.
+# The billing workload (Deployment or StatefulSet) and its replicas, to scale back to; whether the rules are in.
 workload=""
 replicas=""
+rules_loaded=0
 cleanup() {
   local rc=$?
   if ((rc != 0)); then
@@ -118,39 +96,29 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# render_rules: the release's values plus the alerts, as a Prometheus rule file.
+# render_rules: the release's values plus the alerts, as a Prometheus rule file: the PrometheusRule's `spec`
+# (`groups: [...]`, the format of Prometheus' rule_files), cut out of helm's output and moved 2 columns left. helm
+# writes `spec:` at column 0 and everything under it indented, so no YAML parser is needed on the machine.
 render_rules() {
   "$HELM" -n "$NS" get values "$RELEASE" -o yaml >"$work/values.yaml" || fail "helm get values $RELEASE"
   "$HELM" template "$RELEASE" "$repo/charts/billing" -n "$NS" -f "$work/values.yaml" \
     --set metrics.prometheusRule.enabled=true --set metrics.prometheusRule.job=kubernetes-pods \
-    --set metrics.prometheusRule.alerts.downFor=20s \
+    --set metrics.prometheusRule.alerts.downFor=20s --show-only templates/prometheusrule.yaml \
     --api-versions postgresql.cnpg.io/v1/Cluster >"$work/rendered.yaml" || fail "helm template with the alerts on"
-  "$PYTHON" "$repo/tests/chart/promtool/rule_file.py" "$work/rendered.yaml" >"$work/billing.rules.yaml"
-  say "rendered $(grep -c '^- name:\|^  - name:' "$work/billing.rules.yaml" || true) rule groups, $(grep -c 'alert:' "$work/billing.rules.yaml") alerts"
+  grep -q '^kind: PrometheusRule$' "$work/rendered.yaml" || fail "no PrometheusRule in the rendered chart"
+  awk '/^spec:$/ { inside = 1; next } inside && /^[^ ]/ { inside = 0 } inside { print substr($0, 3) }' \
+    "$work/rendered.yaml" >"$work/billing.rules.yaml"
+  grep -q '^groups:$' "$work/billing.rules.yaml" || fail "the PrometheusRule's spec has no groups"
+  say "rendered $(grep -c '^  - name:' "$work/billing.rules.yaml" || true) rule groups, $(grep -c ' alert:' "$work/billing.rules.yaml") alerts"
 }
 
-# load_rules: the rule file in a ConfigMap, mounted into Prometheus, named in its configuration
-# (rule_files, evaluation every 5 s); Prometheus restarts to read it.
+# load_rules: the rule file in ConfigMap billing-rules, which e2e/prometheus.yaml mounts (optional) and names in
+# rule_files; a new Prometheus pod reads it.
 load_rules() {
-  save_prometheus
-  k create configmap billing-rules --from-file=billing.rules.yaml="$work/billing.rules.yaml" >/dev/null
-  "$PYTHON" - "$work/configmap.json" >"$work/configmap-rules.json" <<'PY'
-import json, sys
-import yaml
-cm = json.load(open(sys.argv[1]))
-config = yaml.safe_load(cm["data"]["prometheus.yml"])
-config["global"]["evaluation_interval"] = "5s"
-config["rule_files"] = ["/etc/prometheus/rules/*.yaml"]
-cm["data"]["prometheus.yml"] = yaml.safe_dump(config, sort_keys=False)
-meta = cm["metadata"]
-cm["metadata"] = {k: meta[k] for k in ("name", "namespace", "labels") if k in meta}
-print(json.dumps(cm))
-PY
-  k replace -f "$work/configmap-rules.json" >/dev/null
-  k patch deployment prometheus --type json -p '[
-    {"op": "add", "path": "/spec/template/spec/volumes/-", "value": {"name": "billing-rules", "configMap": {"name": "billing-rules"}}},
-    {"op": "add", "path": "/spec/template/spec/containers/0/volumeMounts/-", "value": {"name": "billing-rules", "mountPath": "/etc/prometheus/rules", "readOnly": true}}]' >/dev/null
-  k rollout status deployment/prometheus --timeout=180s >/dev/null || fail "deployment/prometheus not rolled out with the rules"
+  k create configmap billing-rules --from-file=billing.rules.yaml="$work/billing.rules.yaml" >/dev/null \
+    || fail "create ConfigMap billing-rules"
+  rules_loaded=1
+  restart_prometheus "with the rules"
   local deadline=$(($(date +%s) + 90)) groups=""
   while (($(date +%s) < deadline)); do
     groups=$(query_api /api/v1/rules 2>/dev/null | "$PYTHON" -c '

@@ -32,7 +32,7 @@
 #                         (--require-servicemonitor, the default, is still accepted)
 #   [E2E_OLD_CHART_REV]   the commit whose chart step 17 installs (release billing-old) and upgrades to this
 #                         one: the last before the application role. Needs the git history (not a shallow clone).
-#   --from N, --to M, --only N   run steps N..M only (default 1..17; --only N is --from N --to N), against a
+#   --from N, --to M, --only N   run steps N..M only (default 1..18; --only N is --from N --to N), against a
 #                         cluster where the earlier steps already ran: e.g. `--to 8` and, later, `--from 9`
 #                         (e2e/run.sh passes them on; docs/local-cluster.md). A run that stops before the last
 #                         step keeps the namespace, release and Prometheus for the next range. A step whose
@@ -44,7 +44,7 @@
 #    5 delete_postgres_pod  6 one_postmaster         7 helm_test_task1       8 prometheus_task1
 #    9 upgrade_task2       10 servicemonitor_task2  11 pod_logs             12 prometheus_per_pod
 #   13 delete_stateful_pod 14 helm_test_task2       15 prometheus_task2     16 reinstall
-#   17 least_privilege
+#   17 least_privilege    18 alerts (e2e/alerts.sh)
 # State: the settings below (readonly once the options and the preflight have set them) and what a step reads
 # from the cluster. What one step hands to a later one that the cluster does not show by itself (the id of step
 # 4's payment, how many payments each step made, when step 1 ran) is kept in the ConfigMap
@@ -90,7 +90,7 @@ SCENARIO_CM=billing-e2e-scenario   # what one step hands to a later one (see the
 # the steps, in the order they run; step N is STEPS[N-1], the function step<N>_<name>
 STEPS=(install_task1 servicemonitor_task1 prometheus_scrapes add_and_get delete_postgres_pod one_postmaster
   helm_test_task1 prometheus_task1 upgrade_task2 servicemonitor_task2 pod_logs prometheus_per_pod
-  delete_stateful_pod helm_test_task2 prometheus_task2 reinstall least_privilege)
+  delete_stateful_pod helm_test_task2 prometheus_task2 reinstall least_privilege alerts)
 FROM=1 TO=${#STEPS[@]} LIST=0
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
@@ -970,7 +970,20 @@ step17_least_privilege() {
     [[ $(tr -d ' \n' <<<"$body") == *"\"client_id\":\"old-$n\""* ]] || fail "payment old-$n missing after the upgrade"
   done
   h test "$old" --timeout "$T" >"$ARTIFACTS/helm-test-old.txt" 2>&1 || { cat "$ARTIFACTS/helm-test-old.txt"; fail "helm test $old"; }
-  ok "upgraded from the chart of $old_rev: roles converted in place, the 3 payments kept, billing writes as its plain role, helm test passes"
+  # Done with it: its pods are scrape targets of the same job as billing's, and step 18 needs billing's alone.
+  h uninstall "$old" --wait --timeout "$T" >"$ARTIFACTS/helm-uninstall-old.txt" 2>&1 \
+    || { cat "$ARTIFACTS/helm-uninstall-old.txt"; fail "helm uninstall $old"; }
+  ok "upgraded from the chart of $old_rev: roles converted in place, the 3 payments kept, billing writes as its plain role, helm test passes; $old uninstalled"
+}
+
+step18_alerts() {
+  title "the chart's alerting rules in the real Prometheus: BillingDown fires when billing is scaled to 0"
+  prometheus_on || return 0
+  need_release 1 16
+  ! h status billing-old >/dev/null 2>&1 || fail "release billing-old (step 17's) is still installed: its pods would answer for billing's"
+  "$repo/e2e/alerts.sh" --kubectl "$KUBECTL" --helm "$HELM" --namespace "$NS" --release "$RELEASE" \
+    || fail "e2e/alerts.sh: the chart's alerting rules (see its output above)"
+  ok "Prometheus loaded the chart's rules; BillingDown stayed quiet while billing served, fired at 0 replicas, resolved after"
 }
 
 # ------------------------------------------------------------------ main
