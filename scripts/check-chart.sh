@@ -5,8 +5,8 @@
 #
 #   scripts/check-chart.sh
 #
-#  - helm lint --strict: default, task1 and task2 values, and both tasks with the
-#    ServiceMonitor and the dashboard on, Helm 3 and Helm 4
+#  - helm lint --strict: default, task1 and task2 values, both tasks with the
+#    ServiceMonitor and the dashboard on, and task1 with backups, Helm 3 and Helm 4
 #  - helm template of default/task1/task2/kind, of both tasks with every
 #    metrics object on, of values/ha.yaml and of task 1's migration to it
 #    (Helm 3 and Helm 4; CloudNativePG mode is told the Cluster CRD is there,
@@ -70,6 +70,8 @@ METRICS_ON=(--set metrics.serviceMonitor.enabled=true --set metrics.dashboard.en
 # CloudNativePG mode renders only where the operator's CRD is served.
 CNPG_API=(--api-versions postgresql.cnpg.io/v1/Cluster)
 CNPG_MIGRATION=(--set database.cnpg.enabled=true --set database.cnpg.import.enabled=true)
+# Backups of the bundled PostgreSQL, with the restore on a fresh install.
+BACKUP_ON=(--set backup.enabled=true --set backup.restore.enabled=true)
 # Helm must not see a cluster or the user's Helm settings while checking.
 HELM_HOME=$(mktemp -d)
 RENDERED=$(mktemp -d)
@@ -84,6 +86,7 @@ for helm in helm3 helm4; do
     run "$helm" lint --strict "$CHART" -f values/task2.yaml
     run "$helm" lint --strict "$CHART" -f values/task1.yaml "${METRICS_ON[@]}"
     run "$helm" lint --strict "$CHART" -f values/task2.yaml "${METRICS_ON[@]}"
+    run "$helm" lint --strict "$CHART" -f values/task1.yaml "${BACKUP_ON[@]}"
 done
 
 section "helm template of every values combination"
@@ -98,7 +101,7 @@ render() { # render HELM NAME ARGS...
 }
 count=0
 for helm in helm3 helm4; do
-    printf '[check-chart] $ %s template billing %s -f values/... (default, task1, task2, task2+kind, task1/task2 + metrics objects, ha, task1 + migration to CloudNativePG)\n' "$helm" "$CHART"
+    printf '[check-chart] $ %s template billing %s -f values/... (default, task1, task2, task2+kind, task1/task2 + metrics objects, ha, task1 + migration to CloudNativePG, task1/task2 + backup and restore)\n' "$helm" "$CHART"
     render "$helm" default
     render "$helm" task1 -f values/task1.yaml
     render "$helm" task2 -f values/task2.yaml
@@ -107,7 +110,9 @@ for helm in helm3 helm4; do
     render "$helm" task2-metrics -f values/task2.yaml "${METRICS_ON[@]}"
     render "$helm" ha -f values/ha.yaml "${CNPG_API[@]}"
     render "$helm" task1-migration -f values/task1.yaml "${CNPG_API[@]}" "${CNPG_MIGRATION[@]}"
-    count=$((count + 8))
+    render "$helm" task1-backup -f values/task1.yaml "${BACKUP_ON[@]}"
+    render "$helm" task2-backup -f values/task2.yaml "${BACKUP_ON[@]}"
+    count=$((count + 10))
 done
 # The combinations with Helm 3 only: tests/chart/test_helms.py checks that
 # Helm 3 and Helm 4 render the same objects.

@@ -112,6 +112,8 @@ def test_restore_mounts_the_dumps_read_only_and_checks_before_the_first_start(he
     (init,) = pod["initContainers"]
     assert init["name"] == "restore-check"
     assert env_of(init)["RESTORE_FILE"]["value"] == "billing-20261206T120000Z.dump"
+    # It decides under the server's volume lock, so a previous server still on the volume is gone first.
+    assert env_of(init)["VOLUME_LOCK"]["value"] == "/var/lib/postgresql/data/postmaster.flock"
     mounts = {m["name"]: m for m in container(pod, "postgresql")["volumeMounts"]}
     assert mounts["backup"]["readOnly"] is True and mounts["backup"]["mountPath"] == "/backup"
     assert mounts["restore"]["readOnly"] is True
@@ -247,6 +249,7 @@ def _dump_env(pg: Pg, port: int, keep: int = 2) -> dict:
 
 def _check_env(pg: Pg, data_mount: Path, file: str = "") -> dict:
     return {"DATA_MOUNT": str(data_mount), "DATA_SUBDIR": "pgdata", "MARKER": f"{data_mount}/billing-restore-incomplete",
+            "VOLUME_LOCK": f"{data_mount}/postmaster.flock",
             "BACKUP_DIR": str(pg.root / "backup"), "CLAIM": "billing-backup", "DB": "billing", "RESTORE_FILE": file}
 
 
@@ -318,7 +321,14 @@ def test_dump_prune_and_restore_on_a_real_postgresql(pg):
 def test_restore_refuses_missing_or_broken_dumps_and_retries_a_cut_off_one(pg):
     s = _scripts(pg.root)
     pg.sh(f"mkdir -p {pg.root}/backup {pg.root}/restore {pg.root}/d", {}, check=True)
-    empty = pg.sh(s["check"], _check_env(pg, pg.root / "d"))
+    # A previous server still holding the volume lock: the check waits for it before it looks at anything.
+    holder = subprocess.Popen([*pg.prefix, "flock", str(pg.root / "d" / "postmaster.flock"), "sleep", "2"])
+    try:
+        pg.sh("sleep 0.5", {})
+        empty = pg.sh(s["check"], _check_env(pg, pg.root / "d"))
+    finally:
+        holder.wait(10)
+    assert "another PostgreSQL server still runs on this volume" in empty.stdout, empty.stdout
     assert empty.returncode != 0 and "FAILED: no dump named billing-<time>.dump" in empty.stdout, empty.stdout
     named = pg.sh(s["check"], _check_env(pg, pg.root / "d", "billing-20261206T120000Z.dump"))
     assert named.returncode != 0 and "FAILED: no dump billing-20261206T120000Z.dump" in named.stdout
@@ -344,3 +354,15 @@ def test_restore_refuses_missing_or_broken_dumps_and_retries_a_cut_off_one(pg):
     failed = pg.sh(s["restore"].replace(f"{pg.root}/data2/", f"{pg.root}/d/"), env)
     assert failed.returncode != 0 and "FAILED: pg_restore of billing-20261206T120000Z.dump failed" in failed.stdout, failed.stdout
     assert list(data.iterdir()) == []
+
+
+def test_notes_say_what_is_backed_up_where_and_what_is_lost():
+    from conftest import notes, values_file
+
+    text = notes("helm4", "-f", values_file("task1.yaml"), "--set", "backup.enabled=true", "--set", "backup.restore.enabled=true")
+    assert 'CronJob billing-backup dumps database billing (pg_dump, custom format) on schedule "0 * * * *"' in text
+    assert "onto claim billing-backup, keeping the last 24 (the claim is kept on helm uninstall)" in text
+    assert "loses every payment\ncommitted after the newest dump" in text and "log files are not in the dumps" in text
+    assert "create job billing-backup-manual --from=cronjob/billing-backup" in text
+    assert "an initialised data\ndirectory is never restored over" in text
+    assert "Backups:" not in notes("helm4", "-f", values_file("task1.yaml"))

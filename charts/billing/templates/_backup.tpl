@@ -70,6 +70,12 @@ leaving an empty ledger. Its choice goes to the initdb script through the
       set -eu
       log() { echo "$(date -u '+%Y-%m-%d %H:%M:%S UTC') restore-check: $*"; }
       pgdata="$DATA_MOUNT/$DATA_SUBDIR"
+      if [ -n "$VOLUME_LOCK" ]; then
+        # The server's volume lock (postgresql.volumeLock), held while deciding: a previous pod's server, still
+        # shutting down on this volume, must be gone before its data directory is judged or emptied.
+        exec 9>>"$VOLUME_LOCK"
+        flock -n 9 || { log "waiting for $VOLUME_LOCK: another PostgreSQL server still runs on this volume"; flock 9; }
+      fi
       if [ -e "$MARKER" ]; then
         log "a restore into $pgdata was cut off before it finished ($MARKER is there): emptying the data directory to start it over"
         [ -d "$pgdata" ] && find "$pgdata" -mindepth 1 -delete
@@ -115,6 +121,8 @@ leaving an empty ledger. Its choice goes to the initdb script through the
       value: {{ $p.auth.database | quote }}
     - name: RESTORE_FILE
       value: {{ .Values.backup.restore.file | quote }}
+    - name: VOLUME_LOCK
+      value: {{ ternary (printf "%s/%s" $p.persistence.mountPath $p.volumeLock.file) "" $p.volumeLock.enabled | quote }}
   resources:
     {{- toYaml $p.resources | nindent 4 }}
   securityContext:
