@@ -5,8 +5,9 @@
 #
 #   scripts/check-chart.sh
 #
-#  - helm lint --strict: default, task1 and task2 values, and both tasks with the
-#    ServiceMonitor, the dashboard and the PrometheusRule on, Helm 3 and Helm 4
+#  - helm lint --strict: default, task1 and task2 values, both tasks with the
+#    ServiceMonitor, the dashboard and the PrometheusRule on, and task1 with
+#    backups, Helm 3 and Helm 4
 #  - helm template of default/task1/task2/kind, of both tasks with every
 #    metrics object on, of values/ha.yaml (also with the metrics objects on),
 #    of task 1's migration to it and of values/ha.yaml with values/ha-backup.yaml
@@ -76,6 +77,8 @@ CNPG_API=(--api-versions postgresql.cnpg.io/v1/Cluster)
 CNPG_MIGRATION=(--set database.cnpg.enabled=true --set database.cnpg.import.enabled=true)
 # values/ha-backup.yaml archives through the Barman Cloud plugin, whose ObjectStore CRD helm must be told of too.
 BARMAN_API=(--api-versions postgresql.cnpg.io/v1/ScheduledBackup --api-versions barmancloud.cnpg.io/v1/ObjectStore)
+# Backups of the bundled PostgreSQL, with the restore on a fresh install.
+BACKUP_ON=(--set backup.enabled=true --set backup.restore.enabled=true)
 # Helm must not see a cluster or the user's Helm settings while checking.
 HELM_HOME=$(mktemp -d)
 RENDERED=$(mktemp -d)
@@ -90,6 +93,7 @@ for helm in helm3 helm4; do
     run "$helm" lint --strict "$CHART" -f values/task2.yaml
     run "$helm" lint --strict "$CHART" -f values/task1.yaml "${METRICS_ON[@]}"
     run "$helm" lint --strict "$CHART" -f values/task2.yaml "${METRICS_ON[@]}"
+    run "$helm" lint --strict "$CHART" -f values/task1.yaml "${BACKUP_ON[@]}"
 done
 
 section "helm template of every values combination"
@@ -104,7 +108,7 @@ render() { # render HELM NAME ARGS...
 }
 count=0
 for helm in helm3 helm4; do
-    printf '[check-chart] $ %s template billing %s -f values/... (default, task1, task2, task2+kind, task1/task2/ha + metrics objects, ha, task1 + migration to CloudNativePG, ha + backups)\n' "$helm" "$CHART"
+    printf '[check-chart] $ %s template billing %s -f values/... (default, task1, task2, task2+kind, task1/task2/ha + metrics objects, ha, task1 + migration to CloudNativePG, ha + backups, task1/task2 + backup and restore)\n' "$helm" "$CHART"
     render "$helm" default
     render "$helm" task1 -f values/task1.yaml
     render "$helm" task2 -f values/task2.yaml
@@ -115,7 +119,9 @@ for helm in helm3 helm4; do
     render "$helm" ha-metrics -f values/ha.yaml "${CNPG_API[@]}" "${METRICS_ON[@]}"
     render "$helm" task1-migration -f values/task1.yaml "${CNPG_API[@]}" "${CNPG_MIGRATION[@]}"
     render "$helm" ha-backup -f values/ha.yaml -f values/ha-backup.yaml "${CNPG_API[@]}" "${BARMAN_API[@]}"
-    count=$((count + 10))
+    render "$helm" task1-backup -f values/task1.yaml "${BACKUP_ON[@]}"
+    render "$helm" task2-backup -f values/task2.yaml "${BACKUP_ON[@]}"
+    count=$((count + 12))
 done
 # The combinations with Helm 3 only: tests/chart/test_helms.py checks that
 # Helm 3 and Helm 4 render the same objects.
