@@ -162,7 +162,7 @@ else
       --set "image.repository=$IMG_BILLING_REPO" || rc=$?
   fi
   # Issue 23 §4: a backup, the total loss of the bundled database, and the restore from the backup claim.
-  if ((rc == 0)); then
+  if ((rc == 0 && !steps_range)); then
     "$repo/e2e/backup.sh" --kubectl "$KUBECTL" --helm "${HELM:-$repo/.tools/bin/helm3}" --client-image "$IMG_CURL" \
       --set "image.repository=$IMG_BILLING_REPO" \
       --set "postgresql.image.repository=${IMG_POSTGRES%:*}" --set "postgresql.image.tag=${IMG_POSTGRES##*:}" || rc=$?

@@ -97,7 +97,7 @@ true
 {{- end -}}
 
 {{- define "billing.prometheusRule.backupName" -}}
-{{- printf "%s-backup" (include "billing.fullname" .) -}}
+{{- include "billing.backup.fullname" . -}}
 {{- end -}}
 
 {{/* Usage: include "billing.prometheusRule.runbook" (list $ "BillingDown") */}}
