@@ -300,7 +300,8 @@ def test_dump_prune_and_restore_on_a_real_postgresql(pg):
                 "BILLING_APP_PASSWORD_FILE": f"{pg.root}/pw", "PGDATA": str(data)}
     pg.sh(s["role"], init_env, check=True)
     restored = pg.sh(s["restore"], init_env, check=True)
-    assert "45 payments, ids 1..45, next id from 51" in restored.stdout, restored.stdout
+    # The next id starts backup.restore.idGap (1,000,000) past the dump's sequence (50: ids 46-50 were deleted).
+    assert "45 payments, ids 1..45, next id from 1000051" in restored.stdout, restored.stdout
     assert _ledger(pg, 55602) == before
     assert not (pg.root / "data2" / "billing-restore-incomplete").exists()
     # Billing's role and grants as the chart makes them: it owns the database and every object, nothing else is granted.
@@ -310,7 +311,7 @@ def test_dump_prune_and_restore_on_a_real_postgresql(pg):
                                      "WHERE relnamespace = 'public'::regnamespace") == "billing|t"
     assert pg.psql(55602, "billing", "SELECT rolsuper OR rolcreatedb OR rolcreaterole FROM pg_roles WHERE rolname = 'billing'") == "f"
     # New payments continue above the restored ids; migrations are recorded, so billing runs none again.
-    assert pg.psql(55602, "billing", "INSERT INTO transactions (client_id, amount) VALUES ('new', 1) RETURNING id", user="billing") == "51"
+    assert pg.psql(55602, "billing", "INSERT INTO transactions (client_id, amount) VALUES ('new', 1) RETURNING id", user="billing") == "1000051"
 
     # An initialised data directory is never restored over.
     again = pg.sh(s["check"], _check_env(pg, pg.root / "data2"), check=True)

@@ -16,9 +16,8 @@
   test_dashboard.py, parsed by Prometheus' PromQL parser), CloudNativePG's in
   its v1.30.0 source.
 
-The bundled-backup rules are rendered with --skip-schema-validation and
-backup.enabled=true: the backup section of values.yaml comes with the backup
-CronJob, and the rules need only that one switch.
+The bundled-backup rules are rendered with backup.enabled=true (the CronJob's
+switch); the rules need only that one.
 """
 
 from __future__ import annotations
@@ -44,7 +43,7 @@ PROMTOOL_TESTS = Path(__file__).parent / "promtool"
 NS = "shop"
 ON = {"metrics.prometheusRule.enabled": "true"}
 CNPG_API = ("--api-versions", "postgresql.cnpg.io/v1/Cluster")
-BACKUP = ("--skip-schema-validation", "--set", "backup.enabled=true")
+BACKUP = ("--set", "backup.enabled=true")
 
 # The renders the promtool unit tests run on (release billing, namespace shop).
 MODES = {
@@ -94,7 +93,7 @@ def in_repo(args: tuple[str, ...]) -> tuple[str, ...]:
 @pytest.mark.parametrize("values", [(), ("task1.yaml",), ("task2.yaml",)], ids=["default", "task1", "task2"])
 def test_off_by_default(helm, values):
     assert render(helm, values=values).all("PrometheusRule") == []
-    assert render(helm, "--skip-schema-validation", values=values, sets={"backup.enabled": "true"}).all("PrometheusRule") == []
+    assert render(helm, values=values, sets={"backup.enabled": "true"}).all("PrometheusRule") == []
 
 
 def test_labels_namespace_and_name(helm):
@@ -137,10 +136,9 @@ def test_the_alerts_select_billing_by_namespace_and_job(helm, args, job):
           "--set", "externalDatabase.existingSecret=db"), SERVICE_ALERTS, None),
         (("-f", "values/ha.yaml", *CNPG_API), SERVICE_ALERTS | VOLUME_ALERTS | CNPG_ALERTS, "billing-db-[0-9]+(-wal)?"),
         (("-f", "values/task1.yaml", *BACKUP), SERVICE_ALERTS | VOLUME_ALERTS | BACKUP_ALERTS, "billing-postgresql|billing-backup"),
-        # backup.enabled has no bundled backup to watch in CloudNativePG mode.
-        (("-f", "values/ha.yaml", *CNPG_API, *BACKUP), SERVICE_ALERTS | VOLUME_ALERTS | CNPG_ALERTS, "billing-db-[0-9]+(-wal)?"),
+        # backup.enabled with CloudNativePG is refused (tests/chart/test_backup.py): its backups are database.cnpg.backup.
     ],
-    ids=["task1", "task2", "external-db", "cnpg", "bundled-backup", "cnpg-with-backup-value"],
+    ids=["task1", "task2", "external-db", "cnpg", "bundled-backup"],
 )
 def test_each_mode_gets_the_alerts_that_apply(helm, args, expected, claims):
     found = alerts(rule_obj(helm, *in_repo(args)))
@@ -173,7 +171,7 @@ def test_runbook_base_url(helm):
 def test_thresholds_come_from_the_values(helm):
     rule = rule_obj(helm, "-f", str(ROOT / "values/task1.yaml"), *BACKUP,
                     "--set", "metrics.prometheusRule.alerts.downFor=30s",
-                    "--set", "metrics.prometheusRule.alerts.paymentErrorRatio=0.2",
+                    "--set-json", "metrics.prometheusRule.alerts.paymentErrorRatio=0.2",
                     "--set", "metrics.prometheusRule.alerts.volumeFillingUpWithin=1w",
                     "--set", "metrics.prometheusRule.alerts.bundledBackupMaxAge=1d2h")
     found = alerts(rule)

@@ -177,6 +177,14 @@ CREATE DATABASE :"tmp" OWNER :"role";
 SQL
 pg_restore --username "$POSTGRES_USER" --dbname "$tmpdb" --role "$BILLING_APP_USER" --no-owner --no-acl \
   --single-transaction --exit-on-error "$backup_dir/$file" || failed "pg_restore of $file failed (see above)."
+# Payments made after the dump are lost, but their clients may hold their ids: the next id starts backup.restore.idGap
+# past the dump's last one (its highest id, or its sequence if that was further), so no such id goes to another payment.
+q --dbname "$tmpdb" --set gap={{ int64 .Values.backup.restore.idGap }} >/dev/null <<'SQL' || failed "could not move the id sequence past the gap."
+SELECT setval(s.seq::regclass,
+              greatest(coalesce(pg_sequence_last_value(s.seq::regclass), 0), coalesce((SELECT max(id) FROM transactions), 0))
+              + :gap + 1, false)
+FROM (SELECT pg_get_serial_sequence('transactions', 'id') AS seq) s;
+SQL
 summary=$(q --dbname "$tmpdb" -c "SELECT count(*) || ' payments, ids ' || coalesce(min(id), 0) || '..' || coalesce(max(id), 0) || ', next id from ' || (SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END FROM transactions_id_seq) FROM transactions") \
   || failed "the restored ledger cannot be read."
 q --dbname postgres --set db="$POSTGRES_DB" --set tmp="$tmpdb" <<'SQL' || failed "could not rename $tmpdb to $POSTGRES_DB."
