@@ -422,34 +422,17 @@ promql_value() {
   (($(printf '%s' "$out" | grep -c .) <= 1)) || { say "  $1 gave several series: $out"; return 1; }
   printf '%s' "${out##* }"
 }
-# wait_promql EXPR WANT: polls (2 s, bounded) until EXPR's value is exactly WANT,
-# a number; a counter above WANT fails at once (more was counted than made).
-wait_promql() {
-  local got="" i
-  for ((i = 1; i <= 45; i++)); do
-    got=$(promql_value "$1") || return 1
-    if [[ $got == "$2" ]]; then
-      say "  PromQL $1 = $got (after $i queries)"
-      return 0
-    fi
-    if [[ -n $got ]] && python3 "$LIB" gt "$got" "$2"; then
-      say "  PromQL $1 = $got, more than the $2 expected"
-      return 1
-    fi
-    sleep 2
-  done
-  say "  PromQL $1 = ${got:-(no series)} after 90 s, expected $2"
-  return 1
-}
 # wait_promql_between EXPR LOW HIGH: polls (2 s, bounded) until EXPR's value is between LOW and HIGH (both
-# included); above HIGH fails at once (more was counted than the scenario made)
+# included; LOW = HIGH asks for exactly that number); above HIGH fails at once (more was counted than the scenario
+# made)
 wait_promql_between() {
-  local got="" i
-  ((${3} > ${2})) || { wait_promql "$1" "$2"; return; }
+  local got="" i want=$2..$3
+  ((${3} >= ${2})) || { say "  wait_promql_between: $3 < $2"; return 1; }
+  ((${3} > ${2})) || want=$2
   for ((i = 1; i <= 45; i++)); do
     got=$(promql_value "$1") || return 1
     if [[ -n $got ]] && ! python3 "$LIB" gt "$2" "$got" && ! python3 "$LIB" gt "$got" "$3"; then
-      say "  PromQL $1 = $got, within $2..$3 (after $i queries)"
+      say "  PromQL $1 = $got, within $want (after $i queries)"
       return 0
     fi
     if [[ -n $got ]] && python3 "$LIB" gt "$got" "$3"; then
@@ -458,10 +441,10 @@ wait_promql_between() {
     fi
     sleep 2
   done
-  say "  PromQL $1 = ${got:-(no series)} after 90 s, expected $2..$3"
+  say "  PromQL $1 = ${got:-(no series)} after 90 s, expected $want"
   return 1
 }
-# wait_promql_lines EXPR WANT: like wait_promql, for the whole "<labels> <value>" output
+# wait_promql_lines EXPR WANT: polls (2 s, bounded) until the whole "<labels> <value>" output is exactly WANT
 wait_promql_lines() {
   local got="" i
   for ((i = 1; i <= 45; i++)); do
