@@ -136,9 +136,12 @@ def test_the_alerts_select_billing_by_namespace_and_job(helm, args, job):
           "--set", "externalDatabase.existingSecret=db"), SERVICE_ALERTS, None),
         (("-f", "values/ha.yaml", *CNPG_API), SERVICE_ALERTS | VOLUME_ALERTS | CNPG_ALERTS, "billing-db-[0-9]+(-wal)?"),
         (("-f", "values/task1.yaml", *BACKUP), SERVICE_ALERTS | VOLUME_ALERTS | BACKUP_ALERTS, "billing-postgresql|billing-backup"),
+        # The dumps on a claim of the operator's: that claim is the one watched.
+        (("-f", "values/task1.yaml", *BACKUP, "--set", "backup.storage.existingClaim=ledger-dumps"),
+         SERVICE_ALERTS | VOLUME_ALERTS | BACKUP_ALERTS, "billing-postgresql|ledger-dumps"),
         # backup.enabled with CloudNativePG is refused (tests/chart/test_backup.py): its backups are database.cnpg.backup.
     ],
-    ids=["task1", "task2", "external-db", "cnpg", "bundled-backup"],
+    ids=["task1", "task2", "external-db", "cnpg", "bundled-backup", "bundled-backup-existing-claim"],
 )
 def test_each_mode_gets_the_alerts_that_apply(helm, args, expected, claims):
     found = alerts(rule_obj(helm, *in_repo(args)))

@@ -81,23 +81,20 @@ WAL), and the bundled backup's.
 {{- $claims = append $claims (printf "%s-[0-9]+(-wal)?" (include "billing.cnpg.clusterName" .)) -}}
 {{- end -}}
 {{- if include "billing.prometheusRule.bundledBackup" . -}}
-{{- $claims = append $claims (include "billing.prometheusRule.backupName" .) -}}
+{{- $claims = append $claims (include "billing.backup.claimName" .) -}}
 {{- end -}}
 {{- join "|" $claims -}}
 {{- end -}}
 
 {{/*
 "true" when the bundled PostgreSQL's backup CronJob runs (backup.enabled,
-bundled mode), whose name and claim are "<fullname>-backup".
+bundled mode): billing.backup.fullname, writing to billing.backup.claimName
+(_backup.tpl).
 */}}
 {{- define "billing.prometheusRule.bundledBackup" -}}
-{{- if and .Values.postgresql.enabled (not .Values.database.cnpg.enabled) (.Values.backup | default dict).enabled -}}
+{{- if and .Values.postgresql.enabled (not .Values.database.cnpg.enabled) .Values.backup.enabled -}}
 true
 {{- end -}}
-{{- end -}}
-
-{{- define "billing.prometheusRule.backupName" -}}
-{{- include "billing.backup.fullname" . -}}
 {{- end -}}
 
 {{/* Usage: include "billing.prometheusRule.runbook" (list $ "BillingDown") */}}
