@@ -1,4 +1,4 @@
-//! What billing counts, under the names operators query in Prometheus (docs/metrics.md lists them all).
+//! What billing counts, under the names operators query in Prometheus (docs/observability.md lists them all).
 //!
 //! Recording goes through the `metrics` facade; the Prometheus recorder of `metrics-exporter-prometheus` holds the
 //! values and renders the text exposition for `GET /metrics`. With `METRICS_ENABLED=false` no recorder is installed
