@@ -6,11 +6,12 @@
 #      docs/operations.md says (writes stopped, the Cluster imports the bundled database at bootstrap, billing
 #      switches to <cluster>-rw over verify-full TLS), and every payment made before is there;
 #   3. the bundled PostgreSQL is removed (postgresql.enabled=false), and `helm test` passes against the Cluster;
-#   4. failover, twice, under load: CLIENTS clients send POST /add for SECONDS; mid-load the primary's pod is
-#      deleted (run "pod"), then its postmaster is killed with SIGKILL (run "process"). Each run reports the
-#      acknowledged payments missing afterwards (must be 0), the payments in doubt (503 "may or may not be
-#      recorded") and how many of them committed, the seconds from the kill to the first 201 of a payment sent
-#      after it, and that no billing pod restarted.
+#   4. failover, twice, under load: CLIENTS clients send POST /add for SECONDS, each payment with its own
+#      Idempotency-Key and retried with it until a 201 (e2e/ha_load.py); mid-load the primary's pod is deleted
+#      (run "pod"), then its postmaster is killed with SIGKILL (run "process"). Each run reports the payments
+#      acknowledged, duplicated, lost and unresolved (all but the first must be 0), the answers in doubt (503 "may
+#      or may not be recorded") on the way, the seconds from the kill to the first 201 of a payment sent after it,
+#      and that no billing pod restarted.
 # Everything is made in a namespace of its own and removed afterwards (with the volumes it made).
 #
 #   e2e/ha.sh --kubectl K --helm H --client-image IMG --cnpg-postgres-image IMG [--clients N] [--seconds S]
