@@ -118,3 +118,35 @@ async fn stalled_listings_cannot_starve_payments() -> TestResult {
     assert_eq!(rows.len(), ROWS as usize + 20);
     Ok(())
 }
+
+/// A listing whose client goes away is cancelled in PostgreSQL. The cancel request travels on a connection of its
+/// own and may arrive after the listing's statement has already finished; it must then not hit the next statement
+/// run on that connection: the next client's listing, which would be cut off with "canceling statement due to user
+/// request" (SQLSTATE 57014) and logged as an error (issue 24). One pooled connection, so every listing reuses the
+/// abandoned one's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_listing_never_cuts_off_the_next_one() -> TestResult {
+    let app = TestApp::start_with(&[("DATABASE_POOL_SIZE", "1"), ("DATABASE_READ_CONNECTIONS", "0")])?;
+    // Small enough that PostgreSQL has sent every row before the client goes away, so the cancel finds the statement
+    // finished; large enough for several chunks, so the listing is still being handed over when it does.
+    app.sql("INSERT INTO transactions (client_id, amount) SELECT 'c' || g, g FROM generate_series(1, 3000) g")?;
+    let addr = app.service.addr();
+    for round in 0..40 {
+        let mut gone = TcpStream::connect(addr).await?;
+        gone.write_all(b"GET /getall HTTP/1.1\r\nHost: billing\r\n\r\n").await?;
+        let mut first = [0u8; 1];
+        gone.read_exact(&mut first).await?;
+        drop(gone);
+        let body = match app.client.get(app.url("/getall")).send().await {
+            Ok(r) => r.bytes().await,
+            Err(e) => Err(e),
+        };
+        let body = body.map_err(|e| format!("round {round}: {e}; billing's log:\n{}", app.service.log()))?;
+        let rows: Vec<Value> = serde_json::from_slice(&body)
+            .map_err(|e| format!("round {round}: the listing after a cancelled one is not whole: {e}"))?;
+        assert_eq!(rows.len(), 3000, "round {round}");
+    }
+    let log = app.service.log();
+    assert!(!log.contains(" ERROR "), "a client going away is not an error:\n{log}");
+    Ok(())
+}

@@ -24,6 +24,7 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::RowStream;
+use tokio_postgres::error::SqlState;
 use warp::http::header;
 use warp::reply::{Reply, Response};
 
@@ -126,19 +127,16 @@ impl Producer {
     }
 
     /// Ends a listing that did not run to its end. Its statement may still be running (the client stopped reading,
-    /// or the database did not answer in time): it is cancelled and the transaction rolled back, so that nothing
-    /// of it is left on the connection the pool hands out next; a connection where that does not finish within
-    /// [`db::CANCEL_GRACE`] is discarded instead.
+    /// or the database did not answer in time): it is cancelled, and the connection is discarded rather than handed
+    /// out again (PostgreSQL rolls its transaction back as it closes). A cancel request travels on a connection of
+    /// its own and acts when it arrives: one that arrives after the statement has finished hits whatever the
+    /// connection runs next, and on a reused connection that was the next client's listing, cut off with SQLSTATE
+    /// 57014 (tests/listings.rs, `a_cancelled_listing_never_cuts_off_the_next_one`). The cost is one new connection
+    /// per abandoned listing.
     async fn abandon(&self, conn: &DbConn) {
-        // Not sent (the database is gone): the ROLLBACK below then fails or times out, and the connection is dropped.
-        let _ = db::send_cancel(&conn.cancel_token(), self.app.tls()).await;
-        match tokio::time::timeout(db::CANCEL_GRACE, conn.client().batch_execute("ROLLBACK")).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                log::debug!("GET /getall: ROLLBACK after a cut-off listing failed: {}", describe(&e));
-                conn.poison();
-            }
-            Err(_) => conn.poison(),
+        conn.poison();
+        if let Err(why) = db::send_cancel(&conn.cancel_token(), self.app.tls()).await {
+            log::debug!("GET /getall: could not cancel a cut-off listing (its connection is discarded): {why}");
         }
     }
 
@@ -147,6 +145,8 @@ impl Producer {
         buf.push(b'[');
         let mut count = 0u64;
         while let Some(row) = rows.next().await {
+            // Its own statement_timeout (GETALL_TIMEOUT_SECS) ends a listing with 57014: a limit at work, not a fault.
+            let timed_out = row.as_ref().is_err_and(|e| e.code() == Some(&SqlState::QUERY_CANCELED));
             let encoded = row
                 .map_err(|e| format!("reading row {} failed: {}", count + 1, describe(&e)))
                 .and_then(|row| Transaction::from_row(&row).map_err(|e| describe(&e)))
@@ -159,7 +159,11 @@ impl Producer {
             if let Err(message) = encoded {
                 // The status line is long gone: the only honest signal left is to abort the body, so the client
                 // sees a truncated response instead of a JSON array that silently lacks rows.
-                log::error!("GET /getall aborted after {count} rows: {message}");
+                if timed_out {
+                    log::warn!("GET /getall aborted after {count} rows (GETALL_TIMEOUT_SECS): {message}");
+                } else {
+                    log::error!("GET /getall aborted after {count} rows: {message}");
+                }
                 let _ = self.chunks.try_send(Err(std::io::Error::other(message)));
                 return Err(Ended);
             }

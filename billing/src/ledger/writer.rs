@@ -283,10 +283,18 @@ impl Batches {
             Failure::other(e)
         })?;
         let cancel = conn.cancel_token();
+        // Set once a cancel request was sent: the statement may have finished before it arrived, and it would then
+        // hit the next statement on this connection (another batch, failed for nothing), so the connection is then
+        // discarded, not reused (http/listings.rs met this with listings).
+        let cancel_sent = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let cancelled = Arc::clone(&cancel_sent);
         let mut write = Box::pin(async move {
             let before = conn.warnings();
             let result = conn.insert_batch(&rows).await;
             let warned = conn.warnings() > before;
+            if cancelled.load(Ordering::Acquire) {
+                conn.poison();
+            }
             drop(conn);
             result.map(|rows| Written { rows, unconfirmed: warned })
         });
@@ -295,6 +303,7 @@ impl Batches {
             Ok(result) => result,
             Err(_) => {
                 log::warn!("{ACTION}: no answer from the database within {waited}s; cancelling the statement");
+                cancel_sent.store(true, Ordering::Release);
                 if let Err(why) = db::send_cancel(&cancel, &self.tls).await {
                     log::warn!("{ACTION}: could not send the cancel request: {why}");
                 }
