@@ -98,11 +98,14 @@ fn kind_of(status: StatusCode, body: &str) -> String {
     }
 }
 
+/// A connection that could not be made: the request was never sent.
+const REFUSED: &str = "transport: connection refused or failed";
+
 fn transport_kind(e: &reqwest::Error) -> &'static str {
     if e.is_timeout() {
         "transport: time-out"
     } else if e.is_connect() {
-        "transport: connection refused or failed"
+        REFUSED
     } else {
         "transport: connection broken mid-request"
     }
@@ -123,7 +126,8 @@ struct ClientOutcome {
     acknowledged: Vec<Acknowledged>,
     /// Payments that had no 201 within `PAYMENT_BOUND`: (key, the last answers).
     unresolved: Vec<(String, Vec<String>)>,
-    /// Answers that no fault explains (a 4xx, a 500, a 201 that names another payment, a replay of a key never sent).
+    /// Answers that no fault explains: a 4xx, a 500, a 201 that names another payment, a replay when no earlier attempt
+    /// may have recorded the payment.
     wrong: Vec<String>,
     answers: BTreeMap<String, usize>,
 }
@@ -159,6 +163,9 @@ async fn client_loop(
         let started = Instant::now();
         let mut attempts = 0;
         let mut last = Vec::new();
+        // Whether an earlier attempt may have been recorded: anything but a refused connection (never sent) and a
+        // 503 saying nothing was recorded. A replay after none such means one of those answers was false.
+        let mut maybe_recorded = false;
         loop {
             // Spread over the processes; each retry goes to the next one.
             let process = (c + i + attempts) % PROCESSES;
@@ -181,8 +188,12 @@ async fn client_loop(
                             let same = stored["client_id"] == client_id.as_str() && stored["amount"] == amount;
                             match id {
                                 Some(id) if same => {
-                                    if replayed && attempts == 1 {
-                                        out.wrong.push(format!("{key}: replayed on its first attempt: {body}"));
+                                    if replayed && !maybe_recorded {
+                                        out.wrong.push(format!(
+                                            "{key}: replayed after {} earlier attempts none of which may have \
+                                             recorded it ({last:?}): {body}",
+                                            attempts - 1
+                                        ));
                                     }
                                     *out.answers
                                         .entry(if replayed { "201 replayed" } else { "201" }.into())
@@ -221,6 +232,7 @@ async fn client_loop(
             // Only a non-201 reaches here.
             shared.failures.fetch_add(1, Ordering::Relaxed);
             *out.answers.entry(kind.clone()).or_default() += 1;
+            maybe_recorded |= !(kind == REFUSED || kind.ends_with("(nothing recorded)"));
             last.push(kind);
             if last.len() > 5 {
                 last.remove(0);
