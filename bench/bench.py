@@ -308,7 +308,8 @@ def copy_seconds(db, repeat=5):
     return statistics.median(times)
 
 
-def start_services(args, workdir):
+def start_tempdb(workdir):
+    """`billing-tempdb --durable` as a recorded child; returns its DATABASE_URL."""
     tempdb_out = open(Path(workdir) / "tempdb.out", "w")
     tempdb_err = open(Path(workdir) / "tempdb.err", "w")
     tempdb = CHILDREN.start([str(TEMPDB), "--durable"], stdout=tempdb_out, stderr=tempdb_err)
@@ -323,7 +324,11 @@ def start_services(args, workdir):
         time.sleep(0.1)
     if url is None:
         raise RuntimeError("billing-tempdb did not start:\n" + (Path(workdir) / "tempdb.err").read_text())
+    return url
 
+
+def start_services(args, workdir):
+    url = start_tempdb(workdir)
     port = free_port()
     env = dict(os.environ)
     for k in ("RUST_LOG", "LOG_FILE", "DATABASE_POOL_SIZE", "DATABASE_READ_CONNECTIONS", "DATABASE_PASSWORD", "TOKIO_WORKER_THREADS"):
