@@ -67,7 +67,7 @@ def prepare_ledger(db, rows):
     bench.log(f"ledger before {NEW_MIGRATION}: applied {', '.join(earlier)}; filling {rows} rows")
     t0 = time.monotonic()
     db.sql("INSERT INTO transactions (client_id, amount) "
-           f"SELECT (g % 1000 + 1)::text, (g * 7919) % 1000000 + 1 FROM generate_series(1, {rows}) AS g",
+           f"SELECT (g % 1000 + 1)::text, (g::bigint * 7919) % 1000000 + 1 FROM generate_series(1, {rows}) AS g",
            "VACUUM ANALYZE transactions", "CHECKPOINT", timeout=1800)
     bench.log(f"filled in {time.monotonic() - t0:.1f} s")
     return [version(d) for d in earlier]
@@ -183,7 +183,7 @@ def per_row(before, after, rows):
     return {k: (after[k] - before[k]) / rows for k in after}
 
 
-ROWS_SQL = ("SELECT (g % 1000 + 1)::text, (g * 7919) % 1000000 + 1{key} FROM generate_series(1, {n}) AS g")
+ROWS_SQL = ("SELECT (g % 1000 + 1)::text, (g::bigint * 7919) % 1000000 + 1{key} FROM generate_series(1, {n}) AS g")
 
 
 def storage(db, rows):
