@@ -15,6 +15,7 @@ import glob
 import json
 import os
 import platform
+import secrets
 import signal
 import socket
 import statistics
@@ -29,8 +30,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
-BILLING = REPO / "target" / "release" / "billing"
-TEMPDB = REPO / "target" / "release" / "billing-tempdb"
+# cargo's target directory: CARGO_TARGET_DIR when set (run.sh builds there), else the repository's target/.
+TARGET = REPO / os.environ.get("CARGO_TARGET_DIR", "target")
+BILLING = TARGET / "release" / "billing"
+TEMPDB = TARGET / "release" / "billing-tempdb"
 MIB = 1024 * 1024
 
 # name, table size it needs (None: whatever is there), wrk path, wrk script, pgbench script, connections.
@@ -40,6 +43,10 @@ CASES = [
     {"name": "getall_100k_c1", "rows": 100000, "path": "/getall", "lua": "plain.lua", "sql": "getall.sql", "conns": 1},
     {"name": "get", "rows": 100000, "path": "/get/1", "lua": "get.lua", "sql": "get.sql", "conns": 32},
     {"name": "add", "rows": None, "path": "/add", "lua": "add.lua", "sql": "add.sql", "conns": 32},
+    # The same payments, each request with its own fresh Idempotency-Key (issue 21), against the same one-row
+    # INSERT; reported against unkeyed `add` of the same run too ("keyed/unkeyed").
+    {"name": "add_keyed", "rows": None, "path": "/add", "lua": "add_keyed.lua", "sql": "add.sql", "conns": 32,
+     "keyed": True},
     {"name": "ping", "rows": None, "path": "/ping", "lua": "plain.lua", "sql": None, "conns": 32},
 ]
 
@@ -48,6 +55,10 @@ TARGETS = [
     ("add: service >= 1.5x pgbench one-row insert rate", lambda m: m["add"]["ratio"], lambda v: v >= 1.5, "{:.2f}x"),
     ("add: p99 <= 2x pgbench p99", lambda m: m["add"]["service"]["p99_ms"] / m["add"]["pgbench"]["p99_ms"],
      lambda v: v <= 2, "{:.2f}x"),
+    ("add_keyed: service >= 1.5x pgbench one-row insert rate", lambda m: m["add_keyed"]["ratio"],
+     lambda v: v >= 1.5, "{:.2f}x"),
+    ("add_keyed: within 10 % of unkeyed add (same run)", lambda m: m["add_keyed"]["vs_unkeyed"],
+     lambda v: v >= 0.9, "{:.2f}x unkeyed"),
     ("get: service >= 1.0x pgbench select rate", lambda m: m["get"]["ratio"], lambda v: v >= 1.0, "{:.2f}x"),
     ("get: p99 < 3 ms at 32 connections", lambda m: m["get"]["service"]["p99_ms"], lambda v: v < 3, "{:.2f} ms"),
     ("getall 100k alone (read by curl): time <= 1.25x pgbench",
@@ -220,6 +231,9 @@ def wrk(base, case, duration, threads, extra_args, workdir):
     conns = case["conns"]
     args = ["wrk", f"-t{min(threads, conns)}", f"-c{conns}", f"-d{duration}s", "--timeout", "30s", "-s", str(script),
             base + case["path"]]
+    if case.get("keyed"):
+        # A fresh run nonce for every invocation: the warm-up's keys are never sent again (add_keyed.lua).
+        extra_args = [secrets.token_hex(8), *extra_args]
     if extra_args:
         args += ["--", *extra_args]
     out = run(args, timeout=duration + 60)
@@ -294,7 +308,8 @@ def copy_seconds(db, repeat=5):
     return statistics.median(times)
 
 
-def start_services(args, workdir):
+def start_tempdb(workdir):
+    """`billing-tempdb --durable` as a recorded child; returns its DATABASE_URL."""
     tempdb_out = open(Path(workdir) / "tempdb.out", "w")
     tempdb_err = open(Path(workdir) / "tempdb.err", "w")
     tempdb = CHILDREN.start([str(TEMPDB), "--durable"], stdout=tempdb_out, stderr=tempdb_err)
@@ -309,7 +324,11 @@ def start_services(args, workdir):
         time.sleep(0.1)
     if url is None:
         raise RuntimeError("billing-tempdb did not start:\n" + (Path(workdir) / "tempdb.err").read_text())
+    return url
 
+
+def start_services(args, workdir):
+    url = start_tempdb(workdir)
     port = free_port()
     env = dict(os.environ)
     for k in ("RUST_LOG", "LOG_FILE", "DATABASE_POOL_SIZE", "DATABASE_READ_CONNECTIONS", "DATABASE_PASSWORD", "TOKIO_WORKER_THREADS"):
@@ -361,12 +380,16 @@ def one_run(index, args, db, billing, base, sampler, workdir):
         def service():
             if args.warmup:
                 wrk(base, case, args.warmup, args.threads, wrk_args, workdir)
-            batches0 = batch_histogram(base)
+            batches0, counters0 = batch_histogram(base), payment_counters(base)
             t0, cpu0, m0 = time.monotonic(), proc_cpu_seconds(billing.pid), machine_cpu()
             r = wrk(base, case, args.duration, args.threads, wrk_args, workdir)
             cpu1, m1 = proc_cpu_seconds(billing.pid), machine_cpu()
-            if case["name"] == "add":
+            if case["name"] in ("add", "add_keyed"):
                 r["batches"] = batch_delta(batches0, batch_histogram(base))
+                counters1 = payment_counters(base)
+                # Payments written and answered as replays in the window: a keyed run must replay none (every key
+                # is new), so its rate is the rate of new keyed payments.
+                r.update({k: counters1.get(k, 0) - counters0.get(k, 0) for k in ("created", "replayed")})
             peak, steady = sampler.window(t0, time.monotonic())
             r["rss_peak_mib"], r["rss_steady_mib"] = peak, steady
             # CPU the service itself spent per request: far steadier than req/s on a shared machine.
@@ -391,6 +414,13 @@ def one_run(index, args, db, billing, base, sampler, workdir):
             pg, svc = ceiling(), service()
         entry = {"service": svc, "pgbench": pg, "ratio": (svc["rps"] / pg["rps"]) if pg else None,
                  "load_before": load_before, "load_after": load_avg()}
+        if case["name"] == "add_keyed":
+            if svc.get("replayed"):
+                raise RuntimeError(f"add_keyed: {svc['replayed']:.0f} requests were answered as replays; every key "
+                                   "must be new (bench/wrk/add_keyed.lua)")
+            entry["keyed_rows"] = int(db.sql("SELECT count(*) FROM transactions WHERE idempotency_key IS NOT NULL"))
+            if "add" in results:
+                entry["vs_unkeyed"] = svc["rps"] / results["add"]["service"]["rps"]
         if case["name"] == "getall_100k_c1":
             entry["curl_ms"] = curl_ms(base + case["path"])
             if not args.no_copy:
@@ -406,6 +436,7 @@ def one_run(index, args, db, billing, base, sampler, workdir):
         results[case["name"]] = entry
         log(f"run {index + 1}: {case['name']}: service {svc['rps']:.1f}/s p99 {svc['p99_ms']:.2f} ms, peak RSS "
             f"{svc['rss_peak_mib']:.1f} MiB" + (f"; pgbench {pg['rps']:.1f}/s, ratio {entry['ratio']:.2f}" if pg else "")
+            + (f"; {entry['vs_unkeyed']:.2f}x unkeyed add" if "vs_unkeyed" in entry else "")
             + f" (load {load_before[0]:.2f})")
     return results
 
@@ -426,6 +457,21 @@ def batch_histogram(base):
             out["sum"] = float(line.split()[1])
         elif line.startswith("billing_write_batch_size_count "):
             out["count"] = float(line.split()[1])
+    return out
+
+
+def payment_counters(base):
+    """billing_payments_created_total and billing_payments_replayed_total from /metrics (0 when absent)."""
+    try:
+        with urllib.request.urlopen(base + "/metrics", timeout=10) as r:
+            text = r.read().decode()
+    except OSError:
+        return {}
+    out = {"created": 0.0, "replayed": 0.0}
+    for line in text.splitlines():
+        for key, name in (("created", "billing_payments_created_total"), ("replayed", "billing_payments_replayed_total")):
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                out[key] += float(line.rsplit(" ", 1)[1])
     return out
 
 
@@ -459,12 +505,18 @@ def median_of(runs):
             merged["psql_copy_s"] = statistics.median([e["psql_copy_s"] for e in entries])
         if "curl_ms" in entries[0]:
             merged["curl_ms"] = statistics.median([e["curl_ms"] for e in entries])
+        unkeyed = [e["vs_unkeyed"] for e in entries if "vs_unkeyed" in e]
+        if unkeyed:
+            merged["vs_unkeyed"] = statistics.median(unkeyed)
         batched = [e["pgbench_batch"] for e in entries if "pgbench_batch" in e]
         if batched:
             merged["pgbench_batch"] = {k: statistics.median([b[k] for b in batched])
                                        for k in ("batch", "rps", "rows_per_s", "p50_ms", "p99_ms")}
             merged["batch_mean"] = statistics.median([e["service"]["batches"]["mean"] for e in entries
                                                       if e["service"].get("batches")])
+        sizes = [e["service"]["batches"]["mean"] for e in entries if e["service"] and e["service"].get("batches")]
+        if sizes and "batch_mean" not in merged:
+            merged["batch_mean"] = statistics.median(sizes)
         merged["load_before"] = statistics.median([e["load_before"][0] for e in entries])
         out[name] = merged
     return out
@@ -499,6 +551,14 @@ def table(median, idle, runs=()):
         rows.append(f"add: billing wrote {m['batch_mean']:.1f} payments per batch on average; pgbench running the "
                     f"same batch statement at {b['batch']:.0f} rows: {b['rows_per_s']:.0f} rows/s "
                     f"({b['rps']:.0f} statements/s, p99 {b['p99_ms']:.2f} ms), the ceiling at that batch size")
+    if "add_keyed" in median:
+        m = median["add_keyed"]
+        keyed = [r["add_keyed"] for r in runs if "add_keyed" in r]
+        vs = " ".join(f"{e['vs_unkeyed']:.2f}" for e in keyed if "vs_unkeyed" in e) or "—"
+        rows.append(f"add_keyed (every request its own new Idempotency-Key): {m['service']['rps']:.1f} req/s, "
+                    f"{f(m['ratio'], '{:.2f}')}x pgbench's one-row INSERT, "
+                    f"{f(m.get('vs_unkeyed'), '{:.2f}')}x unkeyed add in the same run (per run: {vs})"
+                    + (f"; {m['batch_mean']:.1f} payments per batch" if "batch_mean" in m else ""))
     if "getall_100k_c1" in median and "curl_ms" in median["getall_100k_c1"]:
         m = median["getall_100k_c1"]
         copy = f", psql COPY TO STDOUT {m['psql_copy_s'] * 1000:.0f} ms" if "psql_copy_s" in m else ""

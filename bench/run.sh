@@ -5,6 +5,7 @@
 #
 #   bash bench/run.sh                      # 3 runs x 10 s per case (~8 min), medians
 #   bash bench/run.sh --runs 1 --duration 5 --cases get add
+#   bash bench/run.sh --runs 1 --duration 3 --warmup 1 --cases add add_keyed   # keyed /add beside unkeyed, quick
 #   bash bench/run.sh --billing-env RUST_LOG=warn --label "access log off"
 #   bash bench/run.sh --compare bench/results/a.json bench/results/b.json
 #   bash bench/run.sh --merge a.json b.json --out merged.json   # medians over the runs of both
