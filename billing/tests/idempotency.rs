@@ -261,3 +261,54 @@ async fn wait_for(app: &TestApp, query: &str, want: &str) -> TestResult {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// An upgrade: three replicas of the new billing start at once on a ledger of the previous version, with payments
+/// in it. Exactly one adds the key (the migration lock), the others wait for it, the old rows keep their ids and get
+/// no key, and keyed payments work on every replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_upgrading_a_ledger_at_once_add_the_key_once() -> TestResult {
+    let migrations = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations");
+    let mut earlier: Vec<String> = std::fs::read_dir(migrations)?
+        .filter_map(|d| d.ok().map(|d| d.file_name().to_string_lossy().into_owned()))
+        .filter(|name| name.as_str() < "2026-12-06-000001_idempotency_key")
+        .collect();
+    earlier.sort();
+    assert_eq!(earlier.len(), 2, "the migrations before the key's: {earlier:?}");
+    let db = billing_testkit::unique_name("t");
+    let url = shared().create_database(&db)?;
+    shared().psql(
+        &db,
+        "CREATE TABLE __diesel_schema_migrations (version VARCHAR(50) PRIMARY KEY NOT NULL, \
+         run_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP)",
+    )?;
+    for name in &earlier {
+        shared().psql(&db, &std::fs::read_to_string(format!("{migrations}/{name}/up.sql"))?)?;
+        let version: String = name.split('_').next().unwrap_or_default().replace('-', "");
+        shared().psql(&db, &format!("INSERT INTO __diesel_schema_migrations (version) VALUES ('{version}')"))?;
+    }
+    shared().psql(
+        &db,
+        "INSERT INTO transactions (client_id, amount) SELECT 'old' || g, g FROM generate_series(1, 1000) g",
+    )?;
+
+    let mut replicas = (0..3)
+        .map(|_| ServiceProcess::spawn(BIN.as_ref(), &[("DATABASE_URL", url.as_str())]))
+        .collect::<Result<Vec<_>, _>>()?;
+    for replica in &mut replicas {
+        replica.wait_ready(READY_TIMEOUT)?;
+    }
+    let applied: Vec<String> = replicas.iter().map(|r| r.log()).filter(|l| l.contains("applied migrations")).collect();
+    assert_eq!(applied.len(), 1, "exactly one replica migrates: {applied:?}");
+    assert!(applied[0].contains("applied migrations: 20261206000001\n"), "only the key's migration: {}", applied[0]);
+    assert_eq!(
+        shared().psql(&db, "SELECT count(*), count(idempotency_key), max(id) FROM transactions")?,
+        "1000|0|1000"
+    );
+    let client = common::client()?;
+    for (n, replica) in replicas.iter().enumerate() {
+        let first = add(&client, replica.url("/add?client_id=new&amount=1"), Some(b"upgrade"), false).await?;
+        assert_eq!(first.status, StatusCode::CREATED, "replica {n}: {first:?}");
+        assert_eq!((first.location.as_deref(), first.replayed.is_some()), (Some("/get/1001"), n > 0), "replica {n}");
+    }
+    Ok(())
+}
