@@ -4,7 +4,7 @@
 use tokio_postgres::error::SqlState;
 
 use crate::db::connect::describe;
-use crate::error::ApiError;
+use crate::error::{ApiError, UNKNOWN_OUTCOME_ADVICE};
 use crate::metrics::{self, DbErrorKind};
 
 /// SQLSTATE classes (a code's first two characters), which tokio-postgres does not name.
@@ -102,8 +102,8 @@ fn classify_answer(
 
 fn outcome_unknown(action: &str) -> (ApiError, Option<DbErrorKind>) {
     let error = ApiError::unavailable(format!(
-        "the database connection failed while {action}; the payment may or may not have been recorded: check \
-         before retrying"
+        "the database connection failed while {action}; the payment may or may not have been recorded: \
+         {UNKNOWN_OUTCOME_ADVICE}"
     ));
     (error, Some(DbErrorKind::OutcomeUnknown))
 }
@@ -300,7 +300,7 @@ mod tests {
                 (503, ErrorCode::DatabaseUnavailable, Some(DbErrorKind::OutcomeUnknown))
             );
             assert!(
-                error.message.contains("may or may not have been recorded: check before retrying"),
+                error.message.ends_with(&format!("may or may not have been recorded: {UNKNOWN_OUTCOME_ADVICE}")),
                 "{}",
                 error.message
             );
