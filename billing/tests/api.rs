@@ -351,10 +351,42 @@ fn an_oversized_body_is_refused_before_100_continue() -> TestResult {
         b"POST /add HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\
           Expect: 100-continue\r\n\r\n",
     )?;
-    let mut head = [0u8; 64];
-    let n = stream.read(&mut head)?;
-    let head = String::from_utf8_lossy(&head[..n]);
-    assert!(head.starts_with("HTTP/1.1 413"), "the server answered {head:?} instead of refusing at once");
+    // The whole answer, up to the server closing the connection: its body was never sent, so the connection cannot
+    // carry another request, and the answer says `Connection: close`.
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer)?;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "the server answered {answer:?} instead of refusing at once");
+    assert!(answer.to_ascii_lowercase().contains("\r\nconnection: close\r\n"), "{answer:?}");
+    assert!(answer.contains("\"error\":\"payload_too_large\""), "{answer:?}");
+    assert_eq!(app.row_count()?, 0);
+    Ok(())
+}
+
+/// A body of a type other than JSON or a form, or with no `Content-Type` at all, is 415 `unsupported_media_type`,
+/// and nothing is written.
+#[tokio::test]
+async fn a_body_of_another_type_or_of_none_is_415() -> TestResult {
+    let app = TestApp::start()?;
+    for content_type in [Some("text/plain"), Some("multipart/form-data; boundary=x"), Some("application/xml"), None] {
+        let mut request = app.client.post(app.url("/add")).body("client_id=1&amount=5");
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        let r = request.send().await?;
+        assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "{content_type:?}");
+        let body: Value = r.json().await?;
+        assert_eq!(body["error"], "unsupported_media_type", "{content_type:?}: {body}");
+        let message = body["message"].as_str().unwrap_or_default();
+        match content_type {
+            None => assert!(message.contains("no Content-Type"), "{message}"),
+            // Named without its parameters.
+            Some(content_type) => {
+                let media = content_type.split(';').next().unwrap_or_default();
+                assert!(message.contains(&format!("Content-Type {media} is not supported")), "{message}");
+            }
+        }
+    }
     assert_eq!(app.row_count()?, 0);
     Ok(())
 }

@@ -8,62 +8,13 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use billing_testkit::{ServiceProcess, shared, unique_name};
-use common::{BIN, READY_TIMEOUT, TestResult, client};
+use common::{BIN, Faults, READY_TIMEOUT, TestResult, client, relay};
 use reqwest::StatusCode;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-
-#[derive(Default)]
-struct Faults {
-    /// Data from PostgreSQL to billing waits while this is set.
-    hold_answers: AtomicBool,
-    /// New connections are accepted and then get nothing, in either direction.
-    blackhole_new: AtomicBool,
-}
-
-/// A relay from a loopback port to PostgreSQL's, with [`Faults`] switched on and off by the test.
-async fn relay(upstream: u16, faults: Arc<Faults>) -> Result<u16, std::io::Error> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let port = listener.local_addr()?.port();
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let faults = Arc::clone(&faults);
-            tokio::spawn(async move {
-                if faults.blackhole_new.load(Ordering::Acquire) {
-                    // Held open, never answered, until the test ends.
-                    tokio::time::sleep(Duration::from_secs(60)).await;
-                    drop(client);
-                    return;
-                }
-                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)).await else { return };
-                let (mut client_read, mut client_write) = client.into_split();
-                let (mut server_read, mut server_write) = server.into_split();
-                tokio::spawn(async move {
-                    let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
-                });
-                let mut buf = vec![0u8; 16 * 1024];
-                loop {
-                    let n = match server_read.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => n,
-                    };
-                    while faults.hold_answers.load(Ordering::Acquire) {
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                    if client_write.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    Ok(port)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payment_that_commits_after_outcome_unknown_gets_its_log_line() -> TestResult {

@@ -95,6 +95,8 @@ fn a_body_that_stops_arriving_gets_408() -> TestResult {
     let (_, answer) = wait_closed(&mut stream, Duration::from_secs(5))?.ok_or("a stalled body held its request")?;
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
     assert!(answer.contains("\"error\":\"request_timeout\""), "{answer:?}");
+    // The rest of the body never came, so the connection cannot carry another request: the answer says so.
+    assert!(answer.to_ascii_lowercase().contains("\r\nconnection: close\r\n"), "{answer:?}");
     assert!(started.elapsed() < Duration::from_secs(3));
     assert_eq!(app.row_count()?, 0);
     Ok(())
@@ -171,5 +173,91 @@ fn a_streaming_response_is_not_shed_as_idle() -> TestResult {
     // The last row, the array's end, and the chunked body's last chunk: the listing arrived whole.
     assert!(body.contains("\"client_id\":\"c200000\"") && body.contains("}]"), "the listing was cut off");
     assert!(body.ends_with("\r\n0\r\n\r\n"), "the listing was cut off");
+    Ok(())
+}
+
+/// Reads one answer on a kept-alive connection: its status, once its whole `Content-Length` body is in.
+fn read_answer(stream: &mut TcpStream) -> Result<u16, String> {
+    stream.set_read_timeout(Some(Duration::from_secs(30))).map_err(|e| e.to_string())?;
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut buf).map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            return Err(format!("closed with no complete answer: {:?}", String::from_utf8_lossy(&received)));
+        }
+        received.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&received);
+        let Some((head, body)) = text.split_once("\r\n\r\n") else { continue };
+        let length = head
+            .lines()
+            .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-length")))
+            .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+            .ok_or_else(|| format!("no content-length: {head}"))?;
+        if body.len() >= length {
+            return head.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| format!("bad status: {head}"));
+        }
+    }
+}
+
+/// MAX_CONNECTIONS reached with a request in flight on every connection: a new connection is closed unanswered
+/// (no idle one can make room), and counted in `billing_http_connections_refused_total`; once the requests are
+/// answered, their connections are idle and the next new one closes the longest-idle of them, counted in
+/// `billing_http_connections_shed_total`.
+#[test]
+fn max_connections_all_busy_refuses_new_ones_and_counts_them() -> TestResult {
+    // Sixteen point reads through the pool (no shared read connection), each on a connection of its own.
+    let app = TestApp::start_with(&[
+        ("MAX_CONNECTIONS", "16"),
+        ("DATABASE_POOL_SIZE", "16"),
+        ("DATABASE_READ_CONNECTIONS", "0"),
+        ("DATABASE_TIMEOUT_SECS", "60"),
+    ])?;
+    app.sql("INSERT INTO transactions (client_id, amount) VALUES ('c', 1)")?;
+    let addr = app.service.addr();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let locker = runtime.block_on(common::lock_transactions(&app, 120))?;
+    let mut busy = Vec::new();
+    for _ in 0..16 {
+        let mut stream = connect(addr)?;
+        stream.write_all(b"GET /get/1 HTTP/1.1\r\nHost: x\r\n\r\n")?;
+        busy.push(stream);
+    }
+    // Every connection has its request in flight once its read waits for the lock inside PostgreSQL.
+    let waiting = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND wait_event_type = 'Lock' \
+         AND query LIKE 'SELECT id, client_id%'",
+        app.db
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while app.sql(&waiting)? != "16" {
+        assert!(Instant::now() < deadline, "{} of 16 reads reached the lock", app.sql(&waiting)?);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for attempt in 0..3 {
+        match http_request(addr, "GET", "/ping", &[], b"") {
+            Err(_) => {}
+            Ok(r) => panic!("attempt {attempt}: a 17th connection was answered {} with all 16 busy", r.status),
+        }
+    }
+    common::release_lock(shared(), &app.db, locker)?;
+    for stream in &mut busy {
+        assert_eq!(read_answer(stream)?, 200);
+    }
+
+    // The sixteen are idle now: the scrape's connection closes the longest-idle one.
+    let metrics = http_request(addr, "GET", "/metrics", &[], b"")?.text();
+    assert_eq!(common::sample(&metrics, "billing_http_connections_refused_total"), Some(3.0), "{metrics}");
+    assert_eq!(common::sample(&metrics, "billing_http_connections_shed_total"), Some(1.0), "{metrics}");
+    let mut answered = 0;
+    for stream in &mut busy {
+        let _ = stream.write_all(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n");
+        if read_answer(stream) == Ok(200) {
+            answered += 1;
+        }
+    }
+    assert_eq!(answered, 15, "one idle connection, and only one, was closed for the scrape");
+    let log = app.service.log();
+    assert!(log.contains("16 connections open, all busy: refused a new one"), "{log}");
     Ok(())
 }

@@ -5,7 +5,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{TestApp, TestResult};
+use billing_testkit::{ServiceProcess, shared, unique_name};
+use common::{BIN, READY_TIMEOUT, TestApp, TestResult, client, lock_transactions_in, release_lock};
 use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -148,5 +149,79 @@ async fn a_cancelled_listing_never_cuts_off_the_next_one() -> TestResult {
     }
     let log = app.service.log();
     assert!(!log.contains(" ERROR "), "a client going away is not an error:\n{log}");
+    Ok(())
+}
+
+/// `GETALL_TIMEOUT_SECS` bounds a listing: past it PostgreSQL's `statement_timeout` ends the statement (SQLSTATE
+/// 57014) and the body is aborted, never ended like a complete array; a listing that waits past it before its first
+/// row (behind a lock) is a 503 that says so. The stall time-out is an hour, so it cannot be what ends either.
+///
+/// The table is slow to read, as on a disk far slower than memory: a row-level security policy makes PostgreSQL
+/// sleep a millisecond per row, so the 5,000-row listing takes at least 5 s in PostgreSQL, whatever the sockets
+/// buffer (a fast table fits in them whole, and its statement ends before any time-out). Policies bind billing only
+/// as a role that is not a superuser.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_past_getall_timeout_is_cut_off() -> TestResult {
+    let role = unique_name("lister");
+    let db = unique_name("t");
+    shared().psql("postgres", &format!("CREATE ROLE \"{role}\" LOGIN PASSWORD 'lister-secret'"))?;
+    shared().psql("postgres", &format!("CREATE DATABASE \"{db}\" OWNER \"{role}\""))?;
+    // Rows in id order from the primary key's index, each filtered as it is read, so they flow from the first
+    // millisecond: a small table is otherwise read whole and sorted, and no row would leave before the time-out.
+    shared().psql("postgres", &format!("ALTER ROLE \"{role}\" SET enable_seqscan = off"))?;
+    shared().psql("postgres", &format!("ALTER ROLE \"{role}\" SET enable_sort = off"))?;
+    let url = format!("postgres://{role}@127.0.0.1:{}/{db}", shared().port());
+    let mut service = ServiceProcess::spawn(
+        BIN.as_ref(),
+        &[
+            ("DATABASE_URL", &url),
+            ("DATABASE_PASSWORD", "lister-secret"),
+            ("GETALL_TIMEOUT_SECS", "1"),
+            ("GETALL_STALL_TIMEOUT_SECS", "3600"),
+            ("DATABASE_TIMEOUT_SECS", "30"),
+        ],
+    )?;
+    service.wait_ready(READY_TIMEOUT)?;
+    shared().psql(
+        &db,
+        "INSERT INTO transactions (client_id, amount) SELECT 'c' || g, g FROM generate_series(1, 5000) g; \
+         ALTER TABLE transactions ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY; \
+         CREATE FUNCTION slow_read(bigint) RETURNS boolean VOLATILE LANGUAGE plpgsql \
+             AS $$ BEGIN PERFORM pg_sleep(0.001); RETURN true; END $$; \
+         CREATE POLICY slow_disk ON transactions USING (slow_read(id))",
+    )?;
+    let client = client()?;
+
+    let started = Instant::now();
+    let mut r = client.get(service.url("/getall")).send().await?;
+    assert_eq!(r.status(), StatusCode::OK);
+    let mut received = Vec::new();
+    let ended = loop {
+        match r.chunk().await {
+            Ok(Some(chunk)) => received.extend_from_slice(&chunk),
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        }
+    };
+    let took = started.elapsed();
+    assert!(ended.is_err(), "the listing ended like a complete one after {took:?}");
+    assert!(received.starts_with(b"[{\"id\":1,"), "no row arrived before the cut");
+    assert!(!received.ends_with(b"]"), "a cut-off body ends like a complete array");
+    let log = service.wait_for_log(|log| log.contains("GET /getall aborted after"), Duration::from_secs(10))?;
+    assert!(log.contains("(SQLSTATE 57014)"), "not ended by statement_timeout:\n{log}");
+    println!("listing cut off after {took:?}");
+
+    // Behind a lock, the statement ends at the same bound, long before DATABASE_TIMEOUT_SECS (30 s).
+    let locker = lock_transactions_in(shared(), &db, 60).await?;
+    let r = client.get(service.url("/getall")).send().await?;
+    let (status, body) = (r.status(), r.json::<Value>().await?);
+    release_lock(shared(), &db, locker)?;
+    assert_eq!((status, body["error"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("database_unavailable")));
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(message.contains("did not finish in time while listing transactions"), "{message}");
+
+    // The connections are clean: a short page reads normally.
+    let rows: Vec<Value> = client.get(service.url("/getall?limit=10")).send().await?.json().await?;
+    assert_eq!(rows.len(), 10);
     Ok(())
 }

@@ -105,6 +105,9 @@ async fn a_dropped_table_is_schema_missing_whatever_the_servers_language() -> Te
             (StatusCode::SERVICE_UNAVAILABLE, Some("schema_missing")),
             "{path}: {body}"
         );
+        // PostgreSQL's own message, in Russian, and its SQLSTATE, which reads the same in any language.
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(message.contains("не существует") && message.contains("(SQLSTATE 42P01)"), "{path}: {message}");
     }
     Ok(())
 }

@@ -263,6 +263,10 @@ async fn wiped_schema_is_reported_and_not_recreated() -> TestResult {
         assert_eq!(body["error"], "schema_missing", "{method} {path}: {body}");
         let message = body["message"].as_str().unwrap_or_default();
         assert!(message.contains(r#"relation "transactions" does not exist"#), "{method} {path}: {message}");
+        assert!(
+            message.contains("(SQLSTATE 42P01)"),
+            "{method} {path}: PostgreSQL's SQLSTATE is not quoted: {message}"
+        );
     }
     assert_eq!(app.client.get(app.url("/healthz")).send().await?.status(), StatusCode::OK, "liveness stays up");
     assert_eq!(app.sql("SELECT to_regclass('public.transactions') IS NULL")?, "t", "the table was re-created");
@@ -378,6 +382,38 @@ async fn sigterm_finishes_requests_in_flight_and_exits_zero() -> TestResult {
     assert_eq!(log.matches("POST /add 201").count(), 5, "{log}");
     assert_eq!(app.row_count()?, 5);
     let _ = locker.wait();
+    Ok(())
+}
+
+/// `SHUTDOWN_TIMEOUT_SECS` bounds the stop: a request still in flight that long after SIGTERM (a listing waiting
+/// behind a lock, which DATABASE_TIMEOUT_SECS would let wait a minute) is cut off, and the process exits 0, saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_exits_after_shutdown_timeout_with_a_request_still_in_flight() -> TestResult {
+    let mut app = TestApp::start_with(&[("SHUTDOWN_TIMEOUT_SECS", "3"), ("DATABASE_TIMEOUT_SECS", "60")])?;
+    let locker = lock_transactions(&app, 120).await?;
+    let listing = tokio::spawn(app.client.get(app.url("/getall")).send());
+    let waiting = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND wait_event_type = 'Lock' \
+         AND query LIKE 'SELECT id, client_id%'",
+        app.db
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while app.sql(&waiting)? != "1" {
+        assert!(Instant::now() < deadline, "the listing never reached the lock");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    app.service.signal(libc::SIGTERM)?;
+    let signalled = Instant::now();
+    // Generous for a loaded machine; the listing alone would hold the process for DATABASE_TIMEOUT_SECS (60 s).
+    let status = app.service.wait_exit(Duration::from_secs(30))?;
+    let took = signalled.elapsed();
+    assert_eq!(status.code(), Some(0), "{}", app.service.log());
+    assert!(took >= Duration::from_secs(3), "exited {took:?} after SIGTERM, before SHUTDOWN_TIMEOUT_SECS");
+    let log = app.service.log();
+    assert!(log.contains("requests still in flight after 3s; exiting anyway"), "{log}");
+    assert!(log.lines().last().is_some_and(|l| l.ends_with("stopped")), "{log}");
+    assert!(listing.await?.is_err(), "the cut-off listing got an answer");
+    common::release_lock(shared(), &app.db, locker)?;
     Ok(())
 }
 

@@ -5,7 +5,7 @@ mod common;
 use std::process::Command;
 
 use billing_testkit::{ServiceProcess, shared, unique_name};
-use common::{BIN, READY_TIMEOUT, TestResult, client};
+use common::{BIN, READY_TIMEOUT, TestApp, TestResult, client};
 use reqwest::StatusCode;
 
 fn run_with(env: &[(&str, &str)]) -> Result<(Option<i32>, String), String> {
@@ -82,10 +82,23 @@ async fn password_from_its_own_variable_needs_no_encoding() -> TestResult {
     Ok(())
 }
 
+/// `billing healthcheck [URL]`, the image's HEALTHCHECK: exit 0 when the URL answers 200, 1 with one line saying
+/// why otherwise (another status, nothing listening).
 #[test]
 fn healthcheck_subcommand() -> Result<(), String> {
-    let output =
-        Command::new(BIN).args(["healthcheck", "http://127.0.0.1:1/healthz"]).output().map_err(|e| e.to_string())?;
+    let app = TestApp::start()?;
+    let check = |url: &str| Command::new(BIN).args(["healthcheck", url]).output().map_err(|e| e.to_string());
+    let output = check(&app.url("/healthz"))?;
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(output.stderr.is_empty() && output.stdout.is_empty());
+    let output = check(&app.url("/no/such/path"))?;
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr).trim(),
+        format!("billing healthcheck: {} answered 404", app.url("/no/such/path"))
+    );
+    // Nothing listens on port 1.
+    let output = check("http://127.0.0.1:1/healthz")?;
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).starts_with("billing healthcheck: cannot connect"));
     let output = Command::new(BIN).arg("--version").output().map_err(|e| e.to_string())?;

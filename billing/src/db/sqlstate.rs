@@ -48,8 +48,19 @@ fn counted((error, kind): (ApiError, Option<DbErrorKind>)) -> ApiError {
 /// values, which is the client's error). Decided by SQLSTATE, never by PostgreSQL's message, whose language is
 /// the server's `lc_messages`.
 fn classify(action: &str, err: &tokio_postgres::Error, outcome: Outcome) -> (ApiError, Option<DbErrorKind>) {
-    let described = describe(err);
-    let Some(db_error) = err.as_db_error() else {
+    let answer = err.as_db_error().map(|db_error| db_error.code());
+    classify_answer(action, answer, &describe(err), outcome)
+}
+
+/// [`classify`] on its parts: the SQLSTATE of PostgreSQL's answer (`None`: no answer, the socket failed) and the
+/// error on one line.
+fn classify_answer(
+    action: &str,
+    answer: Option<&SqlState>,
+    described: &str,
+    outcome: Outcome,
+) -> (ApiError, Option<DbErrorKind>) {
+    let Some(code) = answer else {
         // No answer from PostgreSQL: the socket failed (the server stopped, the network dropped the connection).
         log::warn!("{action}: database connection lost: {described}");
         return match outcome {
@@ -64,10 +75,9 @@ fn classify(action: &str, err: &tokio_postgres::Error, outcome: Outcome) -> (Api
         log::warn!("{action}: {described}");
         return outcome_unknown(action);
     }
-    let code = db_error.code();
     if *code == SqlState::UNDEFINED_TABLE {
         log::error!("{action}: {described}");
-        (ApiError::schema_missing(&described), Some(DbErrorKind::SchemaMissing))
+        (ApiError::schema_missing(described), Some(DbErrorKind::SchemaMissing))
     } else if *code == SqlState::QUERY_CANCELED {
         // A statement cancelled by PostgreSQL's own statement_timeout.
         log::warn!("{action}: {described}");
@@ -139,6 +149,7 @@ const REFUSED_VALUES: [SqlState; 3] =
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorCode;
 
     #[test]
     fn classes_and_temporary_outages_are_told_by_name() {
@@ -159,6 +170,140 @@ mod tests {
         }
         for lasting in [SqlState::UNDEFINED_TABLE, SqlState::SYNTAX_ERROR, SqlState::CHECK_VIOLATION] {
             assert!(!is_temporary(&lasting), "{}", lasting.code());
+        }
+    }
+
+    const NOTHING: &str = "nothing was recorded: it is safe to retry";
+
+    /// What a payment's client is told for an error PostgreSQL answered with `code` (so it rolled the payment back),
+    /// and the kind it is counted as.
+    fn answered(code: &str, outcome: Outcome) -> (ApiError, Option<DbErrorKind>) {
+        let described = format!("what PostgreSQL said (SQLSTATE {code})");
+        classify_answer("adding a transaction", Some(&SqlState::from_code(code)), &described, outcome)
+    }
+
+    const WRITE: Outcome = Outcome::Write { maybe_committed: false };
+
+    /// README's table: a read-only server, out of connections or disk (class 53), a serialization failure, a
+    /// deadlock, a lock not available, a shutdown or restart (57), a connection problem (08): 503
+    /// `database_unavailable`, and for a payment "nothing was recorded".
+    #[test]
+    fn passing_outages_are_503_and_a_payment_may_be_retried() {
+        for code in [
+            "25006", // read_only_sql_transaction: a standby, or a primary demoted by a failover
+            "53000", // insufficient_resources
+            "53100", // disk_full
+            "53200", // out_of_memory
+            "53300", // too_many_connections
+            "53400", // configuration_limit_exceeded
+            "40001", // serialization_failure
+            "40P01", // deadlock_detected
+            "55P03", // lock_not_available
+            "57P01", // admin_shutdown
+            "57P02", // crash_shutdown
+            "57P03", // cannot_connect_now
+            "08000", // connection_exception
+            "08006", // connection_failure
+        ] {
+            let (error, kind) = answered(code, WRITE);
+            assert_eq!(
+                (error.status.as_u16(), error.code, kind),
+                (503, ErrorCode::DatabaseUnavailable, Some(DbErrorKind::Unavailable)),
+                "{code}"
+            );
+            assert!(error.message.ends_with(NOTHING) && error.message.contains(code), "{code}: {}", error.message);
+            let (read, kind) = answered(code, Outcome::Read);
+            assert_eq!(
+                (read.status.as_u16(), read.code, kind),
+                (503, ErrorCode::DatabaseUnavailable, Some(DbErrorKind::Unavailable)),
+                "{code}"
+            );
+            assert!(!read.message.contains("recorded"), "a read says nothing of a payment: {}", read.message);
+        }
+    }
+
+    #[test]
+    fn a_statement_timeout_is_503_and_counted_as_a_timeout() {
+        let (error, kind) = answered("57014", WRITE);
+        assert_eq!(
+            (error.status.as_u16(), error.code, kind),
+            (503, ErrorCode::DatabaseUnavailable, Some(DbErrorKind::Timeout))
+        );
+        assert!(error.message.ends_with(NOTHING), "{}", error.message);
+    }
+
+    #[test]
+    fn a_missing_table_is_schema_missing_quoting_postgresql() {
+        for outcome in [WRITE, Outcome::Read] {
+            let (error, kind) = answered("42P01", outcome);
+            assert_eq!(
+                (error.status.as_u16(), error.code, kind),
+                (503, ErrorCode::SchemaMissing, Some(DbErrorKind::SchemaMissing))
+            );
+            assert!(error.message.contains("(what PostgreSQL said (SQLSTATE 42P01))"), "{}", error.message);
+        }
+    }
+
+    /// Values a CHECK, NOT NULL or column length refuses are the client's error, not the database's: 400, not
+    /// counted as a database error.
+    #[test]
+    fn refused_values_are_400() {
+        for code in ["23514", "23502", "22001"] {
+            let (error, kind) = answered(code, WRITE);
+            assert_eq!((error.status.as_u16(), error.code, kind), (400, ErrorCode::BadRequest, None), "{code}");
+        }
+    }
+
+    /// README: "anything else PostgreSQL refuses" is a 500 `internal`; PostgreSQL answered, so a payment was still
+    /// rolled back and the message says so.
+    #[test]
+    fn anything_else_is_500_internal() {
+        for code in [
+            "42601", // syntax_error
+            "42501", // insufficient_privilege
+            "42703", // undefined_column
+            "23505", // unique_violation: class 23, but not a value rule the client can fix
+            "22P02", // invalid_text_representation
+            "25P02", // in_failed_sql_transaction
+            "0A000", // feature_not_supported
+            "XX000", // internal_error
+            "P0001", // raise_exception
+        ] {
+            let (error, kind) = answered(code, WRITE);
+            assert_eq!(
+                (error.status.as_u16(), error.code, kind),
+                (500, ErrorCode::Internal, Some(DbErrorKind::Other)),
+                "{code}"
+            );
+            assert!(error.message.ends_with(NOTHING) && error.message.contains(code), "{code}: {}", error.message);
+            let (read, _) = answered(code, Outcome::Read);
+            assert_eq!((read.status.as_u16(), read.code), (500, ErrorCode::Internal), "{code}");
+        }
+    }
+
+    /// No answer at all (the socket failed): a read or an unsent write is 503; a write that was sent may have
+    /// committed, and so may one whose answer came only after its row (`maybe_committed`), whatever the code.
+    #[test]
+    fn a_lost_connection_is_503_and_a_sent_write_is_in_doubt() {
+        let lost = |outcome| classify_answer("adding a transaction", None, "connection closed", outcome);
+        let (read, kind) = lost(Outcome::Read);
+        assert_eq!(
+            (read.status.as_u16(), read.code, kind),
+            (503, ErrorCode::DatabaseUnavailable, Some(DbErrorKind::Unavailable))
+        );
+        let (unsent, _) = lost(WRITE);
+        assert!(unsent.message.ends_with(NOTHING), "{}", unsent.message);
+        let in_doubt = Outcome::Write { maybe_committed: true };
+        for (error, kind) in [lost(in_doubt), answered("57P01", in_doubt), answered("XX000", in_doubt)] {
+            assert_eq!(
+                (error.status.as_u16(), error.code, kind),
+                (503, ErrorCode::DatabaseUnavailable, Some(DbErrorKind::OutcomeUnknown))
+            );
+            assert!(
+                error.message.ends_with(&format!("may or may not have been recorded: {UNKNOWN_OUTCOME_ADVICE}")),
+                "{}",
+                error.message
+            );
         }
     }
 }

@@ -262,4 +262,113 @@ mod tests {
         );
         Ok(())
     }
+
+    struct Background(Option<tokio::runtime::Runtime>);
+
+    impl Drop for Background {
+        fn drop(&mut self) {
+            if let Some(runtime) = self.0.take() {
+                runtime.shutdown_background();
+            }
+        }
+    }
+
+    /// A volume that hangs, for real: the log is a FIFO whose pipe is full and whose reader reads nothing, so the
+    /// writer's `write(2)` blocks. Past [`MAX_QUEUED_LINES`] waiting, new lines are dropped and counted, and every
+    /// line that was queued is written, whole and once, when the volume answers again.
+    #[test]
+    fn past_the_most_queued_lines_new_ones_are_dropped_and_counted() -> Result<(), Box<dyn std::error::Error>> {
+        use std::io::{ErrorKind, Read};
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::fs::OpenOptionsExt;
+
+        const BEYOND: usize = 25;
+        let dir = std::env::temp_dir().join(format!("billing-txlog-fifo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join("app.log");
+        let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+        // SAFETY: mkfifo reads the NUL-terminated path we own.
+        if unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) } != 0 {
+            return Err(format!("mkfifo {}: {}", path.display(), std::io::Error::last_os_error()).into());
+        }
+        // The reader first (a FIFO's writer blocks in open until there is one); it reads only at the end.
+        let mut reader = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&path)?;
+        // The pipe filled to the last byte, so the log's first write blocks.
+        let mut filler = OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(&path)?;
+        let mut filled = 0usize;
+        for chunk in [&[b'#'; 4096][..], b"\n", b"#"] {
+            loop {
+                match filler.write(chunk) {
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        drop(filler);
+
+        // No wait for a line: a request answers at once and its line stays queued, as past LOG_WRITE_TIMEOUT_SECS.
+        let log = TxLog::new(path.clone(), "pod-0".into(), Duration::ZERO);
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        // Dropped without waiting for the blocking writer: if an assertion fails while it is stuck on the pipe, the
+        // test fails instead of hanging.
+        let runtime = Background(Some(tokio::runtime::Builder::new_current_thread().enable_all().build()?));
+        let created_at = chrono::Utc.with_ymd_and_hms(2026, 11, 27, 7, 5, 9).single().ok_or("bad date")?;
+        let payments: Vec<Transaction> = (1..=(MAX_QUEUED_LINES + BEYOND) as i64)
+            .map(|id| Transaction { id, client_id: Some(format!("c{id}")), amount: Some(id), created_at })
+            .collect();
+        // The counters are recorded on this thread, by `append` itself, before it waits for anything. Appended
+        // 5,000 at a time (each `append` waits a timer tick): the first 20 rounds are the 100,000 kept, whatever the
+        // order within a round, and the last round is the lines beyond.
+        ::metrics::with_local_recorder(&recorder, || {
+            runtime.0.as_ref().map(|runtime| {
+                runtime.block_on(async {
+                    for round in payments.chunks(5_000) {
+                        futures_util::future::join_all(round.iter().map(|t| log.append(t))).await;
+                    }
+                })
+            })
+        });
+        assert_eq!(log.queued(), MAX_QUEUED_LINES);
+        let exposition = handle.render();
+        assert!(exposition.contains(&format!("billing_txlog_lines_dropped_total {BEYOND}\n")), "{exposition}");
+        assert!(exposition.contains(&format!("billing_txlog_lines_queued {MAX_QUEUED_LINES}\n")), "{exposition}");
+
+        // The volume answers again: the reader drains the pipe until the writer has nothing left.
+        let mut received = Vec::new();
+        let mut buf = vec![0u8; 1 << 16];
+        // Generous for a loaded 2-core machine: about 6 MB through a pipe takes well under a second.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match reader.read(&mut buf) {
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    if log.queued() == 0 {
+                        // Written and counted: one more read finds anything written just before.
+                        match reader.read(&mut buf) {
+                            Ok(n) => received.extend_from_slice(&buf[..n]),
+                            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                            Err(e) => return Err(e.into()),
+                        }
+                        continue;
+                    }
+                    assert!(std::time::Instant::now() < deadline, "{} lines still queued", log.queued());
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let text = String::from_utf8(received.split_off(filled))?;
+        assert!(received.iter().all(|b| matches!(b, b'#' | b'\n')), "the filler came back altered");
+        let mut amounts = text
+            .lines()
+            .map(|l| l.rsplit_once(", amount ").and_then(|(_, n)| n.parse::<usize>().ok()).ok_or(l))
+            .collect::<Result<Vec<_>, _>>()?;
+        amounts.sort_unstable();
+        assert_eq!(amounts.len(), MAX_QUEUED_LINES, "every queued line, and none of the dropped ones");
+        assert!(amounts.iter().copied().eq(1..=MAX_QUEUED_LINES), "the first {MAX_QUEUED_LINES} kept, each once");
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(())
+    }
 }

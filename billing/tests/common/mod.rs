@@ -2,9 +2,13 @@
 //! its own `billing` process, so tests run in parallel without seeing each other's rows.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use billing_testkit::{PgServer, ServiceProcess, shared, unique_name};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_billing");
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -47,8 +51,9 @@ impl TestApp {
     }
 }
 
-/// The value of the sample `series` (a metric name with no labels, such as `billing_write_batch_size_count`) in a
-/// `/metrics` text, if it is there.
+/// The value of the sample `series` (a metric name with no labels, such as `billing_write_batch_size_count`, or with
+/// them as billing writes them, such as `billing_database_errors_total{kind="timeout"}`) in a `/metrics` text, if it
+/// is there.
 pub fn sample(metrics: &str, series: &str) -> Option<f64> {
     metrics.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')).and_then(|v| v.trim().parse().ok())
 }
@@ -143,4 +148,53 @@ pub fn release_lock(server: &PgServer, db: &str, mut locker: std::process::Child
     server.psql(db, holder)?;
     locker.wait().map_err(|e| format!("waiting for the locking psql: {e}"))?;
     Ok(())
+}
+
+#[derive(Default)]
+pub struct Faults {
+    /// Data from PostgreSQL to billing waits while this is set.
+    pub hold_answers: AtomicBool,
+    /// New connections are accepted and then get nothing, in either direction.
+    pub blackhole_new: AtomicBool,
+}
+
+/// A relay (real sockets on loopback) from a port of its own to PostgreSQL's at `upstream`, for a network that goes
+/// bad the way a partition does: [`Faults`], switched on and off by the test, hold PostgreSQL's answers on the open
+/// connections and leave new connections (a cancel request) unanswered.
+pub async fn relay(upstream: u16, faults: Arc<Faults>) -> Result<u16, std::io::Error> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let faults = Arc::clone(&faults);
+            tokio::spawn(async move {
+                if faults.blackhole_new.load(Ordering::Acquire) {
+                    // Held open, never answered, until the test ends.
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    drop(client);
+                    return;
+                }
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)).await else { return };
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+                });
+                let mut buf = vec![0u8; 16 * 1024];
+                loop {
+                    let n = match server_read.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    while faults.hold_answers.load(Ordering::Acquire) {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    if client_write.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    Ok(port)
 }
