@@ -192,9 +192,28 @@ pub fn validate_client_id(client_id: String) -> Result<String, ApiError> {
 
 /// A whole number as the API spells it: ASCII digits only, no sign, no spaces, no leading zero unless it is 0.
 fn strict_number(text: &str) -> Option<i64> {
+    plain_number(text).ok()
+}
+
+/// Why a number as the API spells it was refused: its spelling, or only its size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NotANumber {
+    /// Not plain digits: a sign, a space, a leading zero, another character, or nothing at all.
+    Spelling,
+    /// Plain digits, but past [`i64::MAX`], the largest number the ledger holds.
+    TooLarge,
+}
+
+/// [`strict_number`], saying why it refused: a client that sent `51418873795017613246464` sent plain digits and
+/// must be told the number is too large, not that it is misspelt.
+fn plain_number(text: &str) -> Result<i64, NotANumber> {
     let canonical =
         !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) && (text.len() == 1 || !text.starts_with('0'));
-    canonical.then(|| text.parse::<i64>().ok()).flatten()
+    if !canonical {
+        return Err(NotANumber::Spelling);
+    }
+    // Only digits are left, so the one way parsing can fail is overflow.
+    text.parse::<i64>().map_err(|_| NotANumber::TooLarge)
 }
 
 fn validate_amount(amount: AmountInput) -> Result<i64, ApiError> {
@@ -225,13 +244,16 @@ fn validate_amount(amount: AmountInput) -> Result<i64, ApiError> {
 
 /// `/get/<id>`: the id as typed in the path.
 pub fn parse_id(raw: &str) -> Result<i64, ApiError> {
-    strict_number(raw).ok_or_else(|| {
-        ApiError::invalid(
-            "id",
-            format!(
+    plain_number(raw).map_err(|problem| {
+        let message = match problem {
+            NotANumber::Spelling => format!(
                 "the transaction id must be a whole number in plain digits (no sign or leading zeros), got {raw:?}"
             ),
-        )
+            NotANumber::TooLarge => {
+                format!("the transaction id must be at most {} (no id is larger), got {raw:?}", i64::MAX)
+            }
+        };
+        ApiError::invalid("id", message)
     })
 }
 
@@ -249,22 +271,30 @@ pub fn parse_page(query: &str) -> Result<Page, ApiError> {
     for (key, value) in pairs {
         match key.as_str() {
             "after_id" => {
-                let v = strict_number(&value).ok_or_else(|| {
-                    ApiError::invalid(
-                        "after_id",
-                        format!("after_id must be a whole number of 0 or more, got {value:?}"),
-                    )
+                let v = plain_number(&value).map_err(|problem| {
+                    let message = match problem {
+                        NotANumber::Spelling => format!(
+                            "after_id must be a whole number of 0 or more in plain digits (no sign or leading \
+                             zeros), got {value:?}"
+                        ),
+                        NotANumber::TooLarge => format!("after_id must be at most {}, got {value:?}", i64::MAX),
+                    };
+                    ApiError::invalid("after_id", message)
                 })?;
                 set_once(&mut after_id, "after_id", v)?;
             }
             "limit" => {
-                let v = strict_number(&value).filter(|v| (1..=GETALL_MAX_LIMIT).contains(v)).ok_or_else(|| {
-                    ApiError::invalid(
-                        "limit",
-                        format!("limit must be a whole number from 1 to {GETALL_MAX_LIMIT}, got {value:?}"),
-                    )
-                })?;
-                set_once(&mut limit, "limit", v)?;
+                let in_range = match plain_number(&value) {
+                    Ok(v) if (1..=GETALL_MAX_LIMIT).contains(&v) => Ok(v),
+                    Ok(_) | Err(NotANumber::TooLarge) => Err(format!(
+                        "limit must be from 1 to {GETALL_MAX_LIMIT} (the most rows one page gives), got {value:?}"
+                    )),
+                    Err(NotANumber::Spelling) => Err(format!(
+                        "limit must be a whole number from 1 to {GETALL_MAX_LIMIT} in plain digits (no sign or \
+                         leading zeros), got {value:?}"
+                    )),
+                };
+                set_once(&mut limit, "limit", in_range.map_err(|message| ApiError::invalid("limit", message))?)?;
             }
             _ => {}
         }
@@ -421,6 +451,41 @@ mod tests {
         assert_eq!(rejected(add_body("text/plain", "client_id=1&amount=5")).0, None);
         assert!(rejected(add_body("application/json", "{")).1.contains("not valid JSON"));
         assert!(rejected(add_body("application/json", "[1]")).1.contains("must be an object"));
+    }
+
+    fn message(r: Result<impl std::fmt::Debug, ApiError>) -> String {
+        match r {
+            Ok(v) => panic!("accepted {v:?}"),
+            Err(e) => e.message,
+        }
+    }
+
+    /// Plain digits past the largest number are out of range, not misspelt, and the answer says so with the bound
+    /// (issue 21: `/get/51418873795017613246464` was told "must be a whole number in plain digits").
+    #[test]
+    fn numbers_too_large_are_told_the_bound_not_the_spelling() {
+        for text in ["51418873795017613246464", "9223372036854775808"] {
+            let m = message(parse_id(text));
+            assert!(m.contains("at most 9223372036854775807"), "{m}");
+            assert!(!m.contains("plain digits"), "{m}");
+            let m = message(parse_page(&format!("after_id={text}")));
+            assert!(m.contains("at most 9223372036854775807"), "{m}");
+            assert!(!m.contains("plain digits"), "{m}");
+            let m = message(parse_page(&format!("limit={text}")));
+            assert!(m.contains("from 1 to 100000"), "{m}");
+            assert!(!m.contains("plain digits"), "{m}");
+        }
+        for limit in ["0", "100001"] {
+            let m = message(parse_page(&format!("limit={limit}")));
+            assert!(m.starts_with("limit must be from 1 to 100000"), "{m}");
+        }
+        // Misspelt numbers are still told how to spell them.
+        for text in ["+1", "01", "1.5", "-9223372036854775809", ""] {
+            assert!(message(parse_id(text)).contains("plain digits"), "{text:?}");
+            assert!(message(parse_page(&format!("after_id={text}"))).contains("plain digits"), "{text:?}");
+            assert!(message(parse_page(&format!("limit={text}"))).contains("plain digits"), "{text:?}");
+        }
+        assert_eq!(parse_id("9223372036854775807").ok(), Some(i64::MAX));
     }
 
     #[test]
