@@ -1,18 +1,23 @@
 #!/usr/bin/env python3
-"""Payments under a failover, and what became of each (issue 11 §4; run by e2e/ha.sh).
+"""Payments under a failover, and what became of each (issue 11 §4, keyed retries issue 21; run by e2e/ha.sh).
 
   ha_load.py load --url http://ADDR:8080 --clients 32 --seconds 40 --prefix ha-pod --out F.jsonl
-      CLIENTS threads each send POST /add one after another (a new payment each time, never a retry) for SECONDS,
-      and write one JSON line per request: its client_id, when it was sent and answered (Unix seconds), the HTTP
-      status (0 when no answer came: a reset or a timeout) and the answer's text. Bounded: no request is sent after
-      SECONDS, and each waits at most --timeout seconds.
+      CLIENTS threads each send payments one after another for SECONDS, as a careful client of a payment API does:
+      each payment has its own Idempotency-Key, and every answer but a 201 (billing's 503s, any other answer, a
+      reset, a time-out) is retried with the same key after a short pause until a 201 comes, for at most
+      --resolve-seconds after SECONDS. One JSON line per request: the payment's client_id and key, the attempt, when
+      it was sent and answered (Unix seconds), the HTTP status (0 when no answer came), whether billing said it was
+      a replay, the id it gave, and the answer's text. Bounded: no new payment after SECONDS, no retry after
+      SECONDS + --resolve-seconds, and each request waits at most --timeout seconds.
 
   ha_load.py report --results F.jsonl --committed C.txt --kill-at T [--json OUT]
-      C.txt holds the client_ids the ledger has afterwards, one per line. Prints what became of the payments and
-      exits 1 if an acknowledged payment is missing, a payment told "nothing was recorded" is there, or any request
-      got another answer than 201 or billing's 503 ("may or may not be recorded", "nothing was recorded"): a 500,
-      any other status or text, or no answer at all (billing stays up through a failover and answers every
-      request within its own time-outs, well inside --timeout).
+      C.txt holds the ledger's rows of the run afterwards, "client_id id" per line. Prints what became of the
+      payments (acknowledged / duplicated / lost / unresolved) and exits 1 if a payment has two rows, an
+      acknowledged one is missing or has another id than it was acknowledged with, a payment never got its 201, a
+      payment told "nothing was recorded" at every try before a replay (so one of those answers was false), or
+      any request got another answer than 201 or billing's 503 ("may or may not be recorded", "nothing was
+      recorded"): a 500, any other status or text, or no answer at all (billing stays up through a failover and
+      answers every request within its own time-outs, well inside --timeout).
 
 Standard library only: it runs on the host that runs the cluster, against the billing Service's address.
 """
@@ -24,6 +29,7 @@ import sys
 import threading
 import time
 import urllib.parse
+import uuid
 
 IN_DOUBT = "may or may not"
 NOTHING = "nothing was recorded"
@@ -32,6 +38,7 @@ NOTHING = "nothing was recorded"
 def load(args):
     url = urllib.parse.urlsplit(args.url)
     deadline = time.time() + args.seconds
+    resolve_deadline = deadline + args.resolve_seconds
     lock = threading.Lock()
     out = open(args.out, "w", encoding="utf-8")
 
@@ -41,29 +48,37 @@ def load(args):
         while time.time() < deadline:
             seq += 1
             cid = f"{args.prefix}-{n:02d}-{seq:06d}"
-            sent = time.time()
-            status, text = 0, ""
-            try:
-                if conn is None:
-                    conn = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=args.timeout)
-                conn.request("POST", f"/add?client_id={cid}&amount=1")
-                resp = conn.getresponse()
-                status, text = resp.status, resp.read().decode("utf-8", "replace")
-                if resp.getheader("Connection", "").lower() == "close":
-                    conn.close()
+            key = str(uuid.uuid4())
+            attempt = 0
+            while True:
+                attempt += 1
+                sent = time.time()
+                status, text, replayed, location = 0, "", False, ""
+                try:
+                    if conn is None:
+                        conn = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=args.timeout)
+                    conn.request("POST", f"/add?client_id={cid}&amount=1", headers={"Idempotency-Key": key})
+                    resp = conn.getresponse()
+                    status, text = resp.status, resp.read().decode("utf-8", "replace")
+                    replayed = resp.getheader("Idempotent-Replayed", "") == "true"
+                    location = resp.getheader("Location", "")
+                    if resp.getheader("Connection", "").lower() == "close":
+                        conn.close()
+                        conn = None
+                except (OSError, http.client.HTTPException) as e:
+                    text = f"{type(e).__name__}: {e}"
+                    if conn is not None:
+                        conn.close()
                     conn = None
-            except (OSError, http.client.HTTPException) as e:
-                text = f"{type(e).__name__}: {e}"
-                if conn is not None:
-                    conn.close()
-                conn = None
-            answered = time.time()
-            with lock:
-                out.write(json.dumps({"client_id": cid, "sent": sent, "answered": answered,
-                                      "status": status, "text": text[:300]}) + "\n")
-            if status != 201:
-                # A real client backs off before its next payment; 50 ms keeps a refused connection from
-                # becoming a busy loop.
+                answered = time.time()
+                with lock:
+                    out.write(json.dumps({"client_id": cid, "key": key, "attempt": attempt, "sent": sent,
+                                          "answered": answered, "status": status, "replayed": replayed,
+                                          "id": location.removeprefix("/get/"), "text": text[:300]}) + "\n")
+                if status == 201 or time.time() >= resolve_deadline:
+                    break
+                # A real client backs off before retrying; 50 ms keeps a refused connection from becoming a busy
+                # loop.
                 time.sleep(0.05)
         if conn is not None:
             conn.close()
@@ -72,14 +87,18 @@ def load(args):
     for t in threads:
         t.start()
     for t in threads:
-        t.join(args.seconds + args.timeout + 10)
+        t.join(args.seconds + args.resolve_seconds + args.timeout + 10)
     out.close()
     return 0
 
 
 def report(args):
     rows = [json.loads(line) for line in open(args.results, encoding="utf-8") if line.strip()]
-    committed = {line.strip() for line in open(args.committed, encoding="utf-8") if line.strip()}
+    ledger = {}
+    for line in open(args.committed, encoding="utf-8"):
+        if line.strip():
+            cid, _, row_id = line.strip().partition(" ")
+            ledger.setdefault(cid, []).append(row_id)
     kill = args.kill_at
     acked, in_doubt, nothing, no_answer, other = [], [], [], [], []
     for r in rows:
@@ -93,8 +112,19 @@ def report(args):
             no_answer.append(r)
         else:
             other.append(r)
-    missing = [r["client_id"] for r in acked if r["client_id"] not in committed]
-    lied = [r["client_id"] for r in nothing if r["client_id"] in committed]
+    payments = {}
+    for r in rows:
+        payments.setdefault(r["client_id"], []).append(r)
+    acknowledged = {cid: next(r for r in tries if r["status"] == 201) for cid, tries in payments.items()
+                    if any(r["status"] == 201 for r in tries)}
+    unresolved = sorted(set(payments) - set(acknowledged))
+    duplicated = sorted(cid for cid, ids in ledger.items() if len(ids) > 1)
+    lost = sorted(cid for cid in acknowledged if cid not in ledger)
+    wrong_id = sorted(cid for cid, r in acknowledged.items() if cid in ledger and ledger[cid] != [r["id"]])
+    # A replay means an earlier try committed; if every earlier try was told "nothing was recorded", one was false.
+    lied = sorted(cid for cid, r in acknowledged.items() if r["replayed"] and all(
+        t["status"] == 503 and NOTHING in t["text"] for t in payments[cid] if t["attempt"] < r["attempt"]))
+    strangers = sorted(set(ledger) - set(payments))
     after = [r for r in acked if r["sent"] >= kill]
     first_ok = min((r["answered"] for r in after), default=None)
     last_ok_before = max((r["answered"] for r in acked if r["answered"] < kill), default=None)
@@ -103,17 +133,20 @@ def report(args):
     times = sorted([kill] + [r["answered"] for r in acked if r["answered"] >= kill])
     gap_start, gap_end = max(zip(times, times[1:]), key=lambda g: g[1] - g[0], default=(kill, kill))
     result = {
+        "payments": len(payments),
         "requests": len(rows),
-        "acknowledged": len(acked),
-        "acknowledged_missing": len(missing),
-        "in_doubt": len(in_doubt),
-        "in_doubt_committed": sum(r["client_id"] in committed for r in in_doubt),
-        "nothing_recorded": len(nothing),
-        "nothing_recorded_but_committed": len(lied),
+        "acknowledged": len(acknowledged),
+        "duplicated": len(duplicated),
+        "lost": len(lost),
+        "unresolved": len(unresolved),
+        "acknowledged_with_another_id": len(wrong_id),
+        "retried_payments": sum(len(tries) > 1 for tries in payments.values()),
+        "replayed": sum(r["replayed"] for r in acked),
+        "answers_in_doubt": len(in_doubt),
+        "answers_nothing_recorded": len(nothing),
+        "nothing_recorded_but_replayed": len(lied),
         "no_answer": len(no_answer),
-        "no_answer_committed": sum(r["client_id"] in committed for r in no_answer),
         "other_answers": len(other),
-        "other_answers_committed": sum(r["client_id"] in committed for r in other),
         "other_examples": sorted({f'{r["status"]} {r["text"][:120]}' for r in other})[:5],
         "error_examples": sorted({f'{r["status"]} {r["text"][:160]}' for r in in_doubt + nothing + no_answer})[:6],
         "seconds_kill_to_first_201": None if first_ok is None else round(first_ok - kill, 2),
@@ -130,10 +163,18 @@ def report(args):
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(result, f, indent=2)
     bad = []
-    if missing:
-        bad.append(f"{len(missing)} acknowledged payments are not in the ledger, e.g. {missing[:5]}")
+    if duplicated:
+        bad.append(f"{len(duplicated)} payments have more than one row, e.g. {duplicated[:5]}")
+    if lost:
+        bad.append(f"{len(lost)} acknowledged payments are not in the ledger, e.g. {lost[:5]}")
+    if wrong_id:
+        bad.append(f"{len(wrong_id)} payments are in the ledger under another id than acknowledged, e.g. {wrong_id[:5]}")
+    if unresolved:
+        bad.append(f"{len(unresolved)} payments never got a 201 within --resolve-seconds, e.g. {unresolved[:5]}")
     if lied:
-        bad.append(f"{len(lied)} payments told 'nothing was recorded' are in the ledger, e.g. {lied[:5]}")
+        bad.append(f"{len(lied)} payments told only 'nothing was recorded' were then replayed, e.g. {lied[:5]}")
+    if strangers:
+        bad.append(f"{len(strangers)} rows of this run were never sent, e.g. {strangers[:5]}")
     if not acked:
         bad.append("no payment was acknowledged at all")
     if first_ok is None:
@@ -157,6 +198,7 @@ def main():
     lp.add_argument("--clients", type=int, default=32)
     lp.add_argument("--seconds", type=float, default=40)
     lp.add_argument("--timeout", type=float, default=20)
+    lp.add_argument("--resolve-seconds", type=float, default=90)
     lp.add_argument("--prefix", required=True)
     lp.add_argument("--out", required=True)
     rp = sub.add_parser("report")

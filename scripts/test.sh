@@ -19,6 +19,11 @@ step "billing's layers: no import circle, no upward import (docs/architecture.md
 python3 scripts/check-layers.py --self-test
 python3 scripts/check-layers.py billing/src
 
+step "docs that cannot drift: settings, metrics, error kinds, files, English/Russian sections (scripts/check-docs.py)"
+# The same order: the self-test proves on a fake repository that each kind of drift is caught, then the real one.
+python3 scripts/check-docs.py --self-test
+python3 scripts/check-docs.py
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 step "cargo clippy"

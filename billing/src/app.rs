@@ -16,7 +16,7 @@ use crate::ledger::point_reads::PointReads;
 use crate::ledger::txlog::TxLog;
 use crate::ledger::writer::{Batches, Writer};
 use crate::metrics::{self, DbErrorKind};
-use crate::models::{NewTransaction, Transaction};
+use crate::models::{NewTransaction, Recorded, Transaction};
 
 /// A handle on the shared state: cloning it is one reference count. warp's routes clone it for every request, and
 /// each handle's count is a cache line the cores pass back and forth, so the state is one count rather than a dozen
@@ -49,6 +49,8 @@ pub struct State {
     tls: Tls,
     /// What `/getall` may take from the pool.
     pub listings: Listings,
+    /// `IDEMPOTENCY_KEY_REQUIRED`: `POST /add` without an `Idempotency-Key` is refused.
+    pub idempotency_key_required: bool,
     /// The queue of payments for the group-commit writer.
     writer: Writer,
     /// Set once the database answered and the migrations ran; until then data endpoints answer 503.
@@ -68,6 +70,7 @@ impl App {
         let (query_timeout, body_timeout) = (config.database_timeout, config.limits.body_read_timeout);
         let (tls, listings) = (config.tls.clone(), Listings::new(config.listings.clone()));
         let (started, stopping) = (AtomicBool::new(false), AtomicBool::new(false));
+        let idempotency_key_required = config.idempotency_key_required;
         let batches = Batches { pool: pool.clone(), tls: tls.clone(), query_timeout, txlog: txlog.clone() };
         let writer = Writer::start(batches, writers);
         let reads = reads.map(Arc::new);
@@ -81,6 +84,7 @@ impl App {
             body_timeout,
             tls,
             listings,
+            idempotency_key_required,
             writer,
             started,
             stopping,
@@ -139,14 +143,15 @@ impl App {
         }
     }
 
-    /// Records one payment through the group-commit writer (ledger/writer.rs), then writes its transaction-log line.
-    pub async fn record_payment(&self, new: NewTransaction) -> Result<Transaction, ApiError> {
+    /// Records one payment through the group-commit writer (ledger/writer.rs), then writes its transaction-log line;
+    /// a replay of a payment an earlier request with the same `Idempotency-Key` recorded writes nothing.
+    pub async fn record_payment(&self, new: NewTransaction) -> Result<Recorded, ApiError> {
         self.ensure_started()?;
-        let created = self.writer.record(new).await?;
-        if let Some(txlog) = &self.txlog {
-            txlog.append(&created).await;
+        let recorded = self.writer.record(new).await?;
+        if let Some(txlog) = self.txlog.as_ref().filter(|_| !recorded.replayed) {
+            txlog.append(&recorded.transaction).await;
         }
-        Ok(created)
+        Ok(recorded)
     }
 
     /// Runs one database call under [`App::query_timeout`].

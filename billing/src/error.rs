@@ -6,6 +6,13 @@ use serde::Serialize;
 use warp::http::StatusCode;
 use warp::reply::{Reply, Response};
 
+/// The request header that makes `POST /add` idempotent (the IETF httpapi draft's name).
+pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+
+/// What a client told "the payment may or may not have been recorded" should do: every such message ends with it.
+pub const UNKNOWN_OUTCOME_ADVICE: &str = "retry with the same Idempotency-Key header for the definitive answer (the \
+     payment if it was recorded, a new write if it was not); without a key, check GET /getall before retrying";
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
     pub status: StatusCode,
@@ -30,6 +37,9 @@ pub enum ErrorCode {
     Busy,
     SchemaMissing,
     Internal,
+    IdempotencyKeyInvalid,
+    IdempotencyKeyMissing,
+    IdempotencyKeyReused,
 }
 
 impl ErrorCode {
@@ -46,6 +56,9 @@ impl ErrorCode {
             ErrorCode::Busy => "busy",
             ErrorCode::SchemaMissing => "schema_missing",
             ErrorCode::Internal => "internal",
+            ErrorCode::IdempotencyKeyInvalid => "idempotency_key_invalid",
+            ErrorCode::IdempotencyKeyMissing => "idempotency_key_missing",
+            ErrorCode::IdempotencyKeyReused => "idempotency_key_reused",
         }
     }
 }
@@ -126,6 +139,41 @@ impl ApiError {
                  migrations on an empty database"
             ),
         )
+    }
+
+    /// The `Idempotency-Key` header is not a key (validation.rs says what one is).
+    pub fn idempotency_key_invalid(message: impl Into<String>) -> Self {
+        ApiError {
+            field: Some(IDEMPOTENCY_KEY),
+            ..Self::new(StatusCode::BAD_REQUEST, ErrorCode::IdempotencyKeyInvalid, message)
+        }
+    }
+
+    /// `IDEMPOTENCY_KEY_REQUIRED=true` and the request has no key.
+    pub fn idempotency_key_missing() -> Self {
+        ApiError {
+            field: Some(IDEMPOTENCY_KEY),
+            ..Self::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::IdempotencyKeyMissing,
+                "this server requires an Idempotency-Key header on POST /add (IDEMPOTENCY_KEY_REQUIRED=true): send \
+                 a new key, such as a UUID, with each new payment, and the same key when retrying it",
+            )
+        }
+    }
+
+    /// The key names a recorded payment with another `client_id` or `amount`. The payment is not named: the key
+    /// may have been someone else's.
+    pub fn idempotency_key_reused() -> Self {
+        ApiError {
+            field: Some(IDEMPOTENCY_KEY),
+            ..Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::IdempotencyKeyReused,
+                "this Idempotency-Key was already used for a payment with another client_id or amount; nothing \
+                 was written: a new payment needs a new key",
+            )
+        }
     }
 
     pub fn internal(message: impl Into<String>) -> Self {

@@ -1,4 +1,4 @@
-//! What billing counts, under the names operators query in Prometheus (docs/metrics.md lists them all).
+//! What billing counts, under the names operators query in Prometheus (docs/observability.md lists them all).
 //!
 //! Recording goes through the `metrics` facade; the Prometheus recorder of `metrics-exporter-prometheus` holds the
 //! values and renders the text exposition for `GET /metrics`. With `METRICS_ENABLED=false` no recorder is installed
@@ -18,6 +18,7 @@ pub const HTTP_REQUESTS: &str = "http_requests_total";
 pub const HTTP_DURATION: &str = "http_request_duration_seconds";
 pub const PAYMENTS_CREATED: &str = "billing_payments_created_total";
 pub const PAYMENTS_REFUSED: &str = "billing_payments_refused_total";
+pub const PAYMENTS_REPLAYED: &str = "billing_payments_replayed_total";
 pub const DATABASE_ERRORS: &str = "billing_database_errors_total";
 pub const POOL_MAX: &str = "billing_db_pool_max_connections";
 pub const POOL_OPEN: &str = "billing_db_pool_connections";
@@ -120,7 +121,12 @@ pub fn install(pool_size: u32, txlog: bool) -> Result<(), String> {
         Unit::Count,
         "Point reads (GET /get/<id>) answered together by one statement on a shared connection"
     );
-    describe_counter!(PAYMENTS_CREATED, "Payments committed by this process (POST /add answered 201)");
+    describe_counter!(PAYMENTS_CREATED, "Payments committed by this process (POST /add answered 201, replays aside)");
+    describe_counter!(
+        PAYMENTS_REPLAYED,
+        "POST /add answered with the payment an earlier request with the same Idempotency-Key recorded (201, \
+         Idempotent-Replayed: true, nothing written)"
+    );
     describe_counter!(PAYMENTS_REFUSED, "POST /add requests refused for bad input, by reason (the error code)");
     describe_counter!(DATABASE_ERRORS, "Failed database calls, by kind");
     describe_gauge!(POOL_MAX, "Connections the pool may open (DATABASE_POOL_SIZE)");
@@ -142,6 +148,7 @@ pub fn install(pool_size: u32, txlog: bool) -> Result<(), String> {
     gauge!(POOL_IDLE).set(0.0);
     gauge!(POOL_WAITING).set(0.0);
     counter!(PAYMENTS_CREATED).absolute(0);
+    counter!(PAYMENTS_REPLAYED).absolute(0);
     counter!(CONNECTIONS_SHED).absolute(0);
     counter!(CONNECTIONS_REFUSED).absolute(0);
     if txlog {
@@ -216,6 +223,11 @@ pub fn read_batch(size: usize) {
 
 pub fn payment_created() {
     counter!(PAYMENTS_CREATED).increment(1);
+}
+
+/// A `POST /add` answered with the payment an earlier request with the same `Idempotency-Key` recorded.
+pub fn payment_replayed() {
+    counter!(PAYMENTS_REPLAYED).increment(1);
 }
 
 /// `reason` is an [`crate::error::ErrorCode`]'s name, a fixed set.

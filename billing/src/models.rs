@@ -20,6 +20,23 @@ pub struct Transaction {
 pub struct NewTransaction {
     pub client_id: String,
     pub amount: i64,
+    /// The request's `Idempotency-Key`, already validated (http/validation.rs); stored with the row.
+    pub idempotency_key: Option<String>,
+}
+
+impl NewTransaction {
+    /// True when `stored` is this payment: the same client and amount (the key is the caller's to compare).
+    pub fn same_payment_as(&self, stored: &Transaction) -> bool {
+        stored.client_id.as_deref() == Some(self.client_id.as_str()) && stored.amount == Some(self.amount)
+    }
+}
+
+/// What `POST /add` recorded: a new row, or the row an earlier request with the same `Idempotency-Key` recorded
+/// (a replay, answered as that request was, with nothing written).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    pub transaction: Transaction,
+    pub replayed: bool,
 }
 
 /// `2026-11-27T07:48:30.123456Z`: always UTC with a `Z`, microseconds as PostgreSQL stores them.

@@ -90,6 +90,14 @@ async fn every_flask_row_is_kept_and_served_and_new_ids_follow_them() -> TestRes
     assert_eq!(added.status(), StatusCode::CREATED);
     let added: Value = added.json().await?;
     assert_eq!(added["id"], 101, "ids continue past the largest old one, not the sequence's old position");
+    // Idempotency keys work on an adopted table: the key's migration ran after the adoption.
+    for replayed in [None, Some("true")] {
+        let keyed =
+            http.post(service.url("/add?client_id=keyed&amount=6")).header("Idempotency-Key", "k").send().await?;
+        assert_eq!(keyed.status(), StatusCode::CREATED);
+        assert_eq!(keyed.headers().get("idempotent-replayed").and_then(|v| v.to_str().ok()), replayed);
+    }
+    assert_eq!(shared().psql(&db, "SELECT id FROM transactions WHERE idempotency_key = 'k'")?, "102");
 
     // Each broken rule names its rows; the rows stay as they were.
     for (name, ids) in [
@@ -118,7 +126,7 @@ async fn every_flask_row_is_kept_and_served_and_new_ids_follow_them() -> TestRes
         "SELECT string_agg(format_type(atttypid, atttypmod), ',' ORDER BY attnum) FROM pg_attribute \
          WHERE attrelid = 'transactions'::regclass AND attnum > 0 AND NOT attisdropped",
     )?;
-    assert_eq!(types, "bigint,character varying(100),bigint,timestamp with time zone");
+    assert_eq!(types, "bigint,character varying(100),bigint,timestamp with time zone,character varying(255)");
     let sequence = shared().psql(
         &db,
         "SELECT seqtypid::regtype::text || ' ' || seqmax FROM pg_sequence \

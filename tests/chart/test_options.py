@@ -310,7 +310,7 @@ def test_server_limits_and_log_format_are_passed_with_safe_defaults(helm):
         env = app_env(render(helm, values=values), kind, name)
         assert {k: env[k]["value"] for k in (
             "LOG_FORMAT", "HEADER_READ_TIMEOUT_SECS", "BODY_READ_TIMEOUT_SECS", "MAX_HEADER_BYTES", "MAX_CONNECTIONS",
-            "LOG_WRITE_TIMEOUT_SECS",
+            "LOG_WRITE_TIMEOUT_SECS", "IDEMPOTENCY_KEY_REQUIRED",
         )} == {
             "LOG_FORMAT": "text",
             "HEADER_READ_TIMEOUT_SECS": "10",
@@ -318,9 +318,14 @@ def test_server_limits_and_log_format_are_passed_with_safe_defaults(helm):
             "MAX_HEADER_BYTES": "16384",
             "MAX_CONNECTIONS": "10000",
             "LOG_WRITE_TIMEOUT_SECS": "2",
+            "IDEMPOTENCY_KEY_REQUIRED": "false",
         }
     env = app_env(render(helm, sets={"config.logFormat": "json", "config.maxConnections": "500"}))
     assert (env["LOG_FORMAT"]["value"], env["MAX_CONNECTIONS"]["value"]) == ("json", "500")
+    env = app_env(render(helm, sets={"config.idempotencyKeyRequired": "true"}))
+    assert env["IDEMPOTENCY_KEY_REQUIRED"]["value"] == "true"
+    # A string is not a switch: the schema refuses it rather than let "yes" reach billing and stop it at start.
+    assert "idempotencyKeyRequired" in render_error(helm, "--set-string", "config.idempotencyKeyRequired=yes")
 
 
 

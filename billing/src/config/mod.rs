@@ -39,6 +39,8 @@ pub struct Config {
     pub log_write_timeout: Duration,
     /// Record metrics and serve them at `GET /metrics` (`METRICS_ENABLED`, default true).
     pub metrics_enabled: bool,
+    /// Refuse `POST /add` without an `Idempotency-Key` header (`IDEMPOTENCY_KEY_REQUIRED`, default false).
+    pub idempotency_key_required: bool,
     /// What one client may take from the server.
     pub limits: ServerLimits,
     /// What `/getall` may take from the pool.
@@ -62,6 +64,7 @@ impl fmt::Debug for Config {
             .field("log_file", &self.log_file)
             .field("log_write_timeout", &self.log_write_timeout)
             .field("metrics_enabled", &self.metrics_enabled)
+            .field("idempotency_key_required", &self.idempotency_key_required)
             .field("limits", &self.limits)
             .field("listings", &self.listings)
             .field("host_name", &self.host_name)
@@ -188,6 +191,7 @@ impl Config {
             log_file: get("LOG_FILE").map(PathBuf::from),
             log_write_timeout: Duration::from_secs(parse_number(&get, "LOG_WRITE_TIMEOUT_SECS", 2, 1, 60)?),
             metrics_enabled: parse_bool(&get, "METRICS_ENABLED", true)?,
+            idempotency_key_required: parse_bool(&get, "IDEMPOTENCY_KEY_REQUIRED", false)?,
             limits: ServerLimits {
                 header_read_timeout: Duration::from_secs(parse_number(&get, "HEADER_READ_TIMEOUT_SECS", 10, 1, 300)?),
                 body_read_timeout: Duration::from_secs(parse_number(&get, "BODY_READ_TIMEOUT_SECS", 10, 1, 300)?),

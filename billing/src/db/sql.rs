@@ -4,6 +4,8 @@
 #[derive(Debug, Clone, Copy)]
 pub enum Query {
     InsertBatch,
+    InsertKeyedBatch,
+    FindByKeys,
     Find,
     FindMany,
     Page,
@@ -11,7 +13,7 @@ pub enum Query {
 }
 
 impl Query {
-    pub const COUNT: usize = 5;
+    pub const COUNT: usize = 7;
 
     pub fn sql(self) -> &'static str {
         match self {
@@ -25,6 +27,26 @@ impl Query {
                  FROM ordered, unnest($1::varchar[], $2::bigint[]) WITH ORDINALITY AS t(client_id, amount, n) \
                  ORDER BY t.n \
                  RETURNING id, client_id, amount, created_at"
+            }
+            // A batch with at least one Idempotency-Key: the same, under the same lock, plus each row's key. A row
+            // whose key is already stored is skipped (ON CONFLICT against the partial unique index; a key a batch
+            // not yet committed holds cannot be met, as that batch holds the lock), and returns no row; the writer
+            // then reads the stored one ([`Query::FindByKeys`]). Kept apart from [`Query::InsertBatch`] so that
+            // payments without keys pay nothing for the conflict check.
+            Query::InsertKeyedBatch => {
+                "WITH ordered AS MATERIALIZED (SELECT 1 FROM pg_advisory_xact_lock(7091318301152667479)) \
+                 INSERT INTO transactions (client_id, amount, idempotency_key) \
+                 SELECT t.client_id, t.amount, t.idempotency_key \
+                 FROM ordered, unnest($1::varchar[], $2::bigint[], $3::varchar[]) WITH ORDINALITY \
+                     AS t(client_id, amount, idempotency_key, n) \
+                 ORDER BY t.n \
+                 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
+                 RETURNING id, client_id, amount, created_at, idempotency_key"
+            }
+            // The payments stored under some keys, for the rows of a keyed batch that were skipped.
+            Query::FindByKeys => {
+                "SELECT id, client_id, amount, created_at, idempotency_key FROM transactions \
+                 WHERE idempotency_key = ANY($1::varchar[])"
             }
             Query::Find => "SELECT id, client_id, amount, created_at FROM transactions WHERE id = $1",
             // The point reads of a batch (ledger/point_reads.rs), each id at most once in the answer, in no

@@ -4,7 +4,7 @@
 use tokio_postgres::error::SqlState;
 
 use crate::db::connect::describe;
-use crate::error::ApiError;
+use crate::error::{ApiError, UNKNOWN_OUTCOME_ADVICE};
 use crate::metrics::{self, DbErrorKind};
 
 /// SQLSTATE classes (a code's first two characters), which tokio-postgres does not name.
@@ -92,8 +92,8 @@ fn classify(action: &str, err: &tokio_postgres::Error, outcome: Outcome) -> (Api
 
 fn outcome_unknown(action: &str) -> (ApiError, Option<DbErrorKind>) {
     let error = ApiError::unavailable(format!(
-        "the database connection failed while {action}; the payment may or may not have been recorded: check \
-         before retrying"
+        "the database connection failed while {action}; the payment may or may not have been recorded: \
+         {UNKNOWN_OUTCOME_ADVICE}"
     ));
     (error, Some(DbErrorKind::OutcomeUnknown))
 }

@@ -65,12 +65,16 @@ impl WriteError {
 impl PgConn {
     /// Inserts `rows` in one statement and returns them as stored, in the order given, once the commit is durable:
     /// the row stream is read to PostgreSQL's ReadyForQuery, which comes only after the implicit transaction
-    /// committed.
-    pub async fn insert_batch(&self, rows: &[NewTransaction]) -> Result<Vec<Transaction>, WriteError> {
-        let statement = self.statement(Query::InsertBatch).await.map_err(WriteError::not_committed)?;
+    /// committed. A row whose `Idempotency-Key` was already stored is not inserted, and is `None` in the answer.
+    pub async fn insert_batch(&self, rows: &[NewTransaction]) -> Result<Vec<Option<Transaction>>, WriteError> {
+        let keyed = rows.iter().any(|r| r.idempotency_key.is_some());
+        let query = if keyed { Query::InsertKeyedBatch } else { Query::InsertBatch };
+        let statement = self.statement(query).await.map_err(WriteError::not_committed)?;
         let client_ids: Vec<&str> = rows.iter().map(|r| r.client_id.as_str()).collect();
         let amounts: Vec<i64> = rows.iter().map(|r| r.amount).collect();
-        let params: [&(dyn ToSql + Sync); 2] = [&client_ids, &amounts];
+        let keys: Vec<Option<&str>> = rows.iter().map(|r| r.idempotency_key.as_deref()).collect();
+        let params: Vec<&(dyn ToSql + Sync)> =
+            if keyed { vec![&client_ids, &amounts, &keys] } else { vec![&client_ids, &amounts] };
         let stream =
             self.client().query_raw(statement, params).await.map_err(|e| WriteError::after_sending(e, false))?;
         let mut stream = std::pin::pin!(stream);
@@ -80,7 +84,14 @@ impl PgConn {
             created.push(row.map_err(|e| WriteError::after_sending(e, seen))?);
         }
         // The commit is durable by now: rows that do not match what was sent are a bug to report, not a failure.
-        in_given_order(rows, &created).ok_or(WriteError { error: None, maybe_committed: true })
+        in_given_order(rows, &created, keyed).ok_or(WriteError { error: None, maybe_committed: true })
+    }
+
+    /// The payments stored under `keys`, with their keys.
+    pub async fn find_by_keys(&self, keys: &[&str]) -> Result<Vec<(String, Transaction)>, tokio_postgres::Error> {
+        let statement = self.statement(Query::FindByKeys).await?;
+        let rows = self.client().query(statement, &[&keys]).await?;
+        rows.iter().map(|row| Ok((row.try_get(4)?, Transaction::from_row(row)?))).collect()
     }
 
     pub async fn find(&self, id: i64) -> Result<Option<Transaction>, tokio_postgres::Error> {
@@ -111,15 +122,31 @@ impl PgConn {
     }
 }
 
-/// The stored rows in the order of `rows`. Ids are drawn in the INSERT's ORDER BY, so sorted by id the rows are in
-/// the order given; each row's values confirm it. `None` if they do not match.
-fn in_given_order(rows: &[NewTransaction], created: &[Row]) -> Option<Vec<Transaction>> {
-    let mut stored = created.iter().map(Transaction::from_row).collect::<Result<Vec<_>, _>>().ok()?;
-    stored.sort_by_key(|t| t.id);
-    let matches = stored.len() == rows.len()
-        && stored
-            .iter()
-            .zip(rows)
-            .all(|(t, r)| t.client_id.as_deref() == Some(r.client_id.as_str()) && t.amount == Some(r.amount));
-    matches.then_some(stored)
+/// The stored rows in the order of `rows`, `None` for a keyed row that was skipped because its key was already
+/// stored. Ids are drawn in the INSERT's ORDER BY, for skipped rows too, so sorted by id the stored rows are those
+/// given, in that order, less the skipped ones; each row's values (and key, for a keyed batch) confirm it. `None` if
+/// they do not match.
+fn in_given_order(rows: &[NewTransaction], created: &[Row], keyed: bool) -> Option<Vec<Option<Transaction>>> {
+    let mut stored = created
+        .iter()
+        .map(|row| {
+            let key: Option<String> = if keyed { row.try_get(4)? } else { None };
+            Ok((Transaction::from_row(row)?, key))
+        })
+        .collect::<Result<Vec<_>, tokio_postgres::Error>>()
+        .ok()?;
+    stored.sort_by_key(|(t, _)| t.id);
+    let mut stored = stored.into_iter().peekable();
+    let mut answer = Vec::with_capacity(rows.len());
+    for row in rows {
+        let next =
+            stored.next_if(|(t, key)| row.same_payment_as(t) && key.as_deref() == row.idempotency_key.as_deref());
+        match next {
+            Some((t, _)) => answer.push(Some(t)),
+            // Only a row with a key can be skipped.
+            None if row.idempotency_key.is_some() => answer.push(None),
+            None => return None,
+        }
+    }
+    stored.next().is_none().then_some(answer)
 }

@@ -3,13 +3,14 @@
 
 use bytes::{Buf, Bytes};
 use futures_util::{Stream, StreamExt};
-use warp::http::{StatusCode, header};
+use warp::http::{HeaderMap, StatusCode, header};
 use warp::reply::{Reply, Response};
 
 use crate::app::App;
-use crate::error::ApiError;
+use crate::error::{ApiError, IDEMPOTENCY_KEY};
 use crate::http::validation::{self, Body};
 use crate::metrics;
+use crate::models::NewTransaction;
 
 /// `/add` takes two short fields; anything much larger is a mistake or an attack.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -62,40 +63,56 @@ pub async fn metrics(app: App) -> Response {
     }
 }
 
-/// `POST /add`: fields from the query string (as the original app) or a JSON or form body.
+/// The response header that marks a replay (the answer of an earlier request with the same `Idempotency-Key`).
+pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+
+/// `POST /add`: fields from the query string (as the original app) or a JSON or form body, and an optional
+/// `Idempotency-Key` (ledger/writer.rs says how a key is kept and replayed).
 pub async fn add(
     app: App,
     query: String,
-    content_type: Option<String>,
-    accept: Option<String>,
-    content_length: Option<u64>,
+    headers: HeaderMap,
     body: impl Stream<Item = Result<impl Buf, warp::Error>> + Unpin,
 ) -> Response {
-    let result: Result<Response, ApiError> = async {
+    let text_of = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    let result: Result<(Response, bool), ApiError> = async {
         // Refused before the body is read, so a client that sent `Expect: 100-continue` is not invited to send it.
+        let content_length = text_of(header::CONTENT_LENGTH).and_then(|n| n.parse::<u64>().ok());
         if content_length.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
             return Err(ApiError::payload_too_large(MAX_BODY_BYTES));
+        }
+        let key = validation::parse_idempotency_key(headers.get_all(IDEMPOTENCY_KEY).iter().map(|v| v.as_bytes()))?;
+        if key.is_none() && app.idempotency_key_required {
+            return Err(ApiError::idempotency_key_missing());
         }
         let body = tokio::time::timeout(app.body_timeout, read_body(body))
             .await
             .map_err(|_| ApiError::request_timeout(app.body_timeout))??;
-        let new = validation::parse_add(&query, Body { content_type: content_type.as_deref(), bytes: &body })?;
-        let created = app.record_payment(new).await?;
-        let location = format!("/get/{}", created.id);
-        let reply = if wants_json(accept.as_deref()) {
-            warp::reply::with_status(warp::reply::json(&created), StatusCode::CREATED).into_response()
+        let body = Body { content_type: text_of(header::CONTENT_TYPE), bytes: &body };
+        let new = NewTransaction { idempotency_key: key, ..validation::parse_add(&query, body)? };
+        let recorded = app.record_payment(new).await?;
+        let created = &recorded.transaction;
+        // A replay is answered as the first request was: the same status, body and Location.
+        let reply = if wants_json(text_of(header::ACCEPT)) {
+            warp::reply::with_status(warp::reply::json(created), StatusCode::CREATED).into_response()
         } else {
             text(StatusCode::CREATED, format!("Transaction added. transaction id={}", created.id))
         };
-        Ok(warp::reply::with_header(reply, header::LOCATION, location).into_response())
+        let mut reply =
+            warp::reply::with_header(reply, header::LOCATION, format!("/get/{}", created.id)).into_response();
+        if recorded.replayed {
+            reply.headers_mut().insert(IDEMPOTENT_REPLAYED, header::HeaderValue::from_static("true"));
+        }
+        Ok((reply, recorded.replayed))
     }
     .await;
     match &result {
-        Ok(_) => metrics::payment_created(),
+        Ok((_, false)) => metrics::payment_created(),
+        Ok((_, true)) => metrics::payment_replayed(),
         Err(e) if e.status.is_client_error() => metrics::payment_refused(e.code.as_str()),
         Err(_) => {}
     }
-    respond(result)
+    respond(result.map(|(reply, _)| reply))
 }
 
 async fn read_body(mut body: impl Stream<Item = Result<impl Buf, warp::Error>> + Unpin) -> Result<Bytes, ApiError> {

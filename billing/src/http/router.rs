@@ -38,13 +38,10 @@ pub fn routes(app: App) -> impl Filter<Extract = (impl Reply,), Error = Infallib
         .and(warp::post())
         .and(with_app)
         .and(raw_query)
-        .and(warp::header::optional::<String>("content-type"))
-        .and(warp::header::optional::<String>("accept"))
-        .and(warp::header::optional::<u64>("content-length"))
+        // The headers as a whole: Idempotency-Key must be seen however often it was sent, and in any bytes.
+        .and(warp::header::headers_cloned())
         .and(warp::body::stream())
-        .then(|app, query, content_type, accept, length, body| {
-            handlers::add(app, query, content_type, accept, length, Box::pin(body))
-        });
+        .then(|app, query, headers, body| handlers::add(app, query, headers, Box::pin(body)));
 
     let fallback = warp::method().and(warp::path::full()).map(fallback);
 

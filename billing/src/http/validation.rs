@@ -40,7 +40,7 @@ pub fn parse_add(query: &str, body: Body<'_>) -> Result<NewTransaction, ApiError
     let client_id =
         validate_client_id(client_id.ok_or_else(|| ApiError::invalid("client_id", "client_id is required"))?)?;
     let amount = validate_amount(amount.ok_or_else(|| ApiError::invalid("amount", "amount is required"))?)?;
-    Ok(NewTransaction { client_id, amount })
+    Ok(NewTransaction { client_id, amount, idempotency_key: None })
 }
 
 fn one_source<T>(field: &'static str, query: Option<T>, body: Option<T>) -> Result<Option<T>, ApiError> {
@@ -344,6 +344,69 @@ pub fn parse_page(query: &str) -> Result<Page, ApiError> {
         }
     }
     Ok(Page { after_id: after_id.unwrap_or(0), limit })
+}
+
+/// Most characters in an `Idempotency-Key`, as the ledger's column holds it (VARCHAR(255)).
+pub const IDEMPOTENCY_KEY_MAX_CHARS: usize = 255;
+
+/// The key of the `Idempotency-Key` header's `values` (`None` without the header): 1-255 printable ASCII characters
+/// (space to `~`), sent bare (`abc`) or as the IETF draft's structured-field string (`"abc"`, where `\"` and `\\`
+/// are the only escapes); both forms name the same key. Anything else, including the header sent twice, is refused.
+pub fn parse_idempotency_key<'a>(mut values: impl Iterator<Item = &'a [u8]>) -> Result<Option<String>, ApiError> {
+    let Some(value) = values.next() else { return Ok(None) };
+    if values.next().is_some() {
+        return Err(ApiError::idempotency_key_invalid("Idempotency-Key was sent more than once; send it once"));
+    }
+    let value = value.trim_ascii();
+    let key = match value.strip_prefix(b"\"") {
+        Some(quoted) => unquote_sf_string(quoted)?,
+        None => value.to_vec(),
+    };
+    if key.is_empty() {
+        return Err(ApiError::idempotency_key_invalid(
+            "Idempotency-Key is empty; a key is 1-255 printable ASCII characters, such as a UUID",
+        ));
+    }
+    if let Some(at) = key.iter().position(|b| !(b' '..=b'~').contains(b)) {
+        return Err(ApiError::idempotency_key_invalid(format!(
+            "Idempotency-Key has a character that is not printable ASCII (byte 0x{:02x} at position {}); a key is \
+             1-255 characters from space to ~",
+            key[at],
+            at + 1
+        )));
+    }
+    if key.len() > IDEMPOTENCY_KEY_MAX_CHARS {
+        return Err(ApiError::idempotency_key_invalid(format!(
+            "Idempotency-Key is {} characters long; at most {IDEMPOTENCY_KEY_MAX_CHARS} are allowed",
+            key.len()
+        )));
+    }
+    // Printable ASCII only, checked above.
+    String::from_utf8(key).map(Some).map_err(|_| ApiError::idempotency_key_invalid("Idempotency-Key is not ASCII"))
+}
+
+/// The characters of an RFC 8941 string after its opening quote: up to the closing quote, which must end the value.
+fn unquote_sf_string(quoted: &[u8]) -> Result<Vec<u8>, ApiError> {
+    let malformed = |why: &str| {
+        ApiError::idempotency_key_invalid(format!(
+            "Idempotency-Key starts with a double quote but is not a quoted string: {why} (in the quoted form, \\\" \
+             and \\\\ are the only escapes and the closing quote ends the value)"
+        ))
+    };
+    let mut key = Vec::with_capacity(quoted.len());
+    let mut bytes = quoted.iter();
+    while let Some(&b) = bytes.next() {
+        match b {
+            b'"' if bytes.as_slice().is_empty() => return Ok(key),
+            b'"' => return Err(malformed("there is more after the closing quote")),
+            b'\\' => match bytes.next() {
+                Some(&escaped @ (b'"' | b'\\')) => key.push(escaped),
+                _ => return Err(malformed("a backslash escapes something other than \\\" or \\\\")),
+            },
+            other => key.push(other),
+        }
+    }
+    Err(malformed("the closing quote is missing"))
 }
 
 #[cfg(test)]

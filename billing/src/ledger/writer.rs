@@ -24,6 +24,18 @@
 //!   so; the rows being committed, their log lines are written;
 //! - a payment that waited in the queue for `DATABASE_TIMEOUT_SECS` without being taken into a batch: nothing was
 //!   recorded, and it is then never written.
+//!
+//! Idempotency keys: a payment sent with an `Idempotency-Key` is stored with its key, in the same row, and the
+//! ledger's unique index on the key makes a second row with it impossible, whichever process writes it. A keyed
+//! batch skips the rows whose key is already stored (one statement, [`Query::InsertKeyedBatch`]) and reads the stored
+//! payments back: the same `client_id` and `amount` is a replay, answered with the stored row and nothing written;
+//! another is refused (422). A key whose first payment is still being written is waited for, never refused or
+//! written twice: the first payment's batch holds the batch lock until its commit, so the second batch's INSERT
+//! meets the key only once it is committed, and replays it. Two requests with one key in one batch make one row:
+//! the second rides on the first's answer. Requests told "nothing was recorded" or refused store no key, so their
+//! retries run afresh.
+//!
+//! [`Query::InsertKeyedBatch`]: crate::db::sql::Query::InsertKeyedBatch
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -37,10 +49,10 @@ use crate::db::connect::describe;
 use crate::db::sqlstate::{class, class_of};
 use crate::db::statements::WriteError;
 use crate::db::{self, DbPool};
-use crate::error::ApiError;
+use crate::error::{ApiError, UNKNOWN_OUTCOME_ADVICE};
 use crate::ledger::txlog::TxLog;
 use crate::metrics::{self, DbErrorKind};
-use crate::models::{NewTransaction, Transaction};
+use crate::models::{NewTransaction, Recorded, Transaction};
 
 /// Most payments in one batch: more than a busy process has in flight, few enough that a batch's statement stays
 /// around 100 KiB.
@@ -59,7 +71,7 @@ const ABANDONED: u8 = 2;
 /// One payment waiting for its batch.
 struct Pending {
     new: NewTransaction,
-    reply: oneshot::Sender<Result<Transaction, ApiError>>,
+    reply: oneshot::Sender<Result<Recorded, ApiError>>,
     /// QUEUED until a writer takes it into a batch (TAKEN) or its request stops waiting (ABANDONED). Exactly one of
     /// the two happens, so a payment whose client was told it was not recorded is never written.
     state: Arc<AtomicU8>,
@@ -95,7 +107,7 @@ impl Writer {
 
     /// Queues `new` and waits for its batch. The wait in the queue is bounded by `DATABASE_TIMEOUT_SECS`; once in a
     /// batch, the batch's own bounds apply (its timeout, its cancel and their grace), so an answer always comes.
-    pub async fn record(&self, new: NewTransaction) -> Result<Transaction, ApiError> {
+    pub async fn record(&self, new: NewTransaction) -> Result<Recorded, ApiError> {
         let (reply, mut answer) = oneshot::channel();
         let state = Arc::new(AtomicU8::new(QUEUED));
         self.queue
@@ -118,7 +130,9 @@ impl Writer {
 }
 
 fn lost_writer() -> ApiError {
-    ApiError::internal("the payment's writer ended without an answer; the payment may or may not be recorded")
+    ApiError::internal(format!(
+        "the payment's writer ended without an answer; the payment may or may not be recorded: {UNKNOWN_OUTCOME_ADVICE}"
+    ))
 }
 
 impl Batches {
@@ -149,25 +163,107 @@ impl Batches {
 
     async fn write(&self, batch: Vec<Pending>) {
         metrics::write_batch(batch.len());
-        let rows: Vec<NewTransaction> = batch.iter().map(|p| p.new.clone()).collect();
-        match self.bounded(rows).await {
-            Ok(created) => {
-                for (pending, row) in batch.into_iter().zip(created) {
-                    let _ = pending.reply.send(Ok(row));
-                }
+        // A request repeating the key of an earlier one in this batch is not written: it gets that one's answer.
+        let mut writes: Vec<Pending> = Vec::with_capacity(batch.len());
+        let mut repeats: Vec<(usize, Pending)> = Vec::new();
+        for pending in batch {
+            let first = pending
+                .new
+                .idempotency_key
+                .as_deref()
+                .and_then(|key| writes.iter().position(|w| w.new.idempotency_key.as_deref() == Some(key)));
+            match first {
+                Some(first) => repeats.push((first, pending)),
+                None => writes.push(pending),
             }
-            Err(Failure { refused: true, .. }) if batch.len() > 1 => {
+        }
+        let answers = self.answers(writes.iter().map(|p| p.new.clone()).collect()).await;
+        for (first, pending) in repeats {
+            let answer = match &answers[first] {
+                Ok(recorded) if pending.new.same_payment_as(&recorded.transaction) => {
+                    Ok(Recorded { transaction: recorded.transaction.clone(), replayed: true })
+                }
+                Ok(_) => Err(ApiError::idempotency_key_reused()),
+                Err(e) => Err(e.clone()),
+            };
+            let _ = pending.reply.send(answer);
+        }
+        for (pending, answer) in writes.into_iter().zip(answers) {
+            let _ = pending.reply.send(answer);
+        }
+    }
+
+    /// Writes `rows` (no two with one key) and gives each its answer, in order.
+    async fn answers(&self, rows: Vec<NewTransaction>) -> Vec<Result<Recorded, ApiError>> {
+        let count = rows.len();
+        match self.bounded(rows.clone()).await {
+            Ok(stored) => self.resolve(&rows, stored).await,
+            Err(Failure { refused: true, .. }) if count > 1 => {
                 // A row the database refuses must not fail its neighbours: each is written alone.
-                for pending in batch {
-                    let result = self.bounded(vec![pending.new.clone()]).await;
-                    let result = result.map_err(|f| f.error).and_then(|mut rows| rows.pop().ok_or_else(no_row));
-                    let _ = pending.reply.send(result);
+                let mut answers = Vec::with_capacity(count);
+                for row in rows {
+                    let answer = match self.bounded(vec![row.clone()]).await {
+                        Ok(stored) => self.resolve(std::slice::from_ref(&row), stored).await.pop(),
+                        Err(failure) => Some(Err(failure.error)),
+                    };
+                    answers.push(answer.unwrap_or_else(|| Err(no_row())));
                 }
+                answers
             }
-            Err(failure) => {
-                for pending in batch {
-                    let _ = pending.reply.send(Err(failure.error.clone()));
+            Err(failure) => vec![Err(failure.error); count],
+        }
+    }
+
+    /// The answers of a committed batch: its new rows, and for each row skipped because its key was already
+    /// stored, a replay of the stored payment or a refusal if that payment is another.
+    async fn resolve(
+        &self,
+        rows: &[NewTransaction],
+        stored: Vec<Option<Transaction>>,
+    ) -> Vec<Result<Recorded, ApiError>> {
+        let skipped: Vec<&str> = rows
+            .iter()
+            .zip(&stored)
+            .filter(|(_, s)| s.is_none())
+            .filter_map(|(r, _)| r.idempotency_key.as_deref())
+            .collect();
+        let found = if skipped.is_empty() { Ok(Vec::new()) } else { self.find_by_keys(&skipped).await };
+        rows.iter()
+            .zip(stored)
+            .map(|(row, stored)| match (stored, &found) {
+                (Some(transaction), _) => Ok(Recorded { transaction, replayed: false }),
+                (None, Err(e)) => Err(e.clone()),
+                (None, Ok(found)) => {
+                    match found.iter().find(|(key, _)| Some(key.as_str()) == row.idempotency_key.as_deref()) {
+                        Some((_, t)) if row.same_payment_as(t) => {
+                            Ok(Recorded { transaction: t.clone(), replayed: true })
+                        }
+                        Some(_) => Err(ApiError::idempotency_key_reused()),
+                        None => Err(ApiError::unavailable(
+                            "the payment stored under this Idempotency-Key could not be found when read back (was it \
+                             deleted meanwhile?); nothing was recorded: it is safe to retry",
+                        )),
+                    }
                 }
+            })
+            .collect()
+    }
+
+    /// The stored payments of `keys`, read after the batch that met them committed: on a pooled connection, under
+    /// `DATABASE_TIMEOUT_SECS`. Its failure leaves those requests with nothing recorded (their rows were skipped).
+    async fn find_by_keys(&self, keys: &[&str]) -> Result<Vec<(String, Transaction)>, ApiError> {
+        const READ_BACK: &str = "reading back the payment of an Idempotency-Key";
+        let nothing = |mut e: ApiError| {
+            e.message.push_str("; nothing was recorded: it is safe to retry");
+            e
+        };
+        let conn = db::checkout(&self.pool).await.map_err(nothing)?;
+        match tokio::time::timeout(self.query_timeout, conn.find_by_keys(keys)).await {
+            Ok(Ok(found)) => Ok(found),
+            Ok(Err(e)) => Err(nothing(crate::db::sqlstate::query_error(READ_BACK, &e))),
+            Err(_) => {
+                metrics::database_error(DbErrorKind::Timeout);
+                Err(nothing(ApiError::no_answer(READ_BACK, self.query_timeout)))
             }
         }
     }
@@ -179,7 +275,7 @@ impl Batches {
     /// payments twice. The statement's own answer then says what happened. If not even the cancel is answered, the
     /// clients are told the outcome is unknown, and the statement is still awaited in the background: if it commits
     /// after all, its transaction-log lines are written then.
-    async fn bounded(&self, rows: Vec<NewTransaction>) -> Result<Vec<Transaction>, Failure> {
+    async fn bounded(&self, rows: Vec<NewTransaction>) -> Result<Vec<Option<Transaction>>, Failure> {
         let conn = db::checkout(&self.pool).await.map_err(|mut e| {
             // No connection, so nothing was sent: a client must know it may retry (a failover's refused
             // connections once read as an outcome to check).
@@ -216,7 +312,7 @@ impl Batches {
                         self.await_late(write);
                         return Err(Failure::other(ApiError::unavailable(format!(
                             "the database did not answer within {waited}s while {ACTION}, nor to a cancel request; \
-                             the payment may or may not be recorded: check before retrying"
+                             the payment may or may not be recorded: {UNKNOWN_OUTCOME_ADVICE}"
                         ))));
                     }
                 }
@@ -224,7 +320,10 @@ impl Batches {
         };
         match result {
             Ok(Written { rows, unconfirmed: false }) => Ok(rows),
-            Ok(Written { rows, unconfirmed: true }) => Err(Failure::other(self.unconfirmed(&rows).await)),
+            Ok(Written { rows, unconfirmed: true }) => {
+                let new: Vec<Transaction> = rows.into_iter().flatten().collect();
+                Err(Failure::other(self.unconfirmed(&new).await))
+            }
             // SQLSTATE class 23: a row the database's constraints refuse.
             Err(e) => Err(Failure {
                 refused: e.answered_code().is_some_and(|code| class_of(code) == class::INTEGRITY_CONSTRAINT_VIOLATION),
@@ -248,8 +347,8 @@ impl Batches {
         append_all(self.txlog.as_ref(), rows).await;
         ApiError::unavailable(format!(
             "the database committed the payment but warned while {ACTION} (for example, the standbys did not confirm \
-             it in time, so it may be lost if the primary fails now); the payment may or may not be recorded: check \
-             before retrying"
+             it in time, so it may be lost if the primary fails now); the payment may or may not be recorded: \
+             {UNKNOWN_OUTCOME_ADVICE}"
         ))
     }
 
@@ -263,6 +362,7 @@ impl Batches {
         tokio::spawn(async move {
             match tokio::time::timeout(LATE_WRITE_WAIT, write).await {
                 Ok(Ok(Written { rows: created, .. })) => {
+                    let created: Vec<Transaction> = created.into_iter().flatten().collect();
                     log::warn!(
                         "transactions {} committed after their clients were told the outcome was unknown",
                         ids(&created)
@@ -308,9 +408,10 @@ fn no_row() -> ApiError {
     ApiError::internal("the database returned no row for the inserted transaction")
 }
 
-/// A batch PostgreSQL committed, and whether it sent a WARNING on the way ([`Batches::unconfirmed`]).
+/// A batch PostgreSQL committed (`None` for a row skipped because its key was already stored), and whether it sent a
+/// WARNING on the way ([`Batches::unconfirmed`]).
 struct Written {
-    rows: Vec<Transaction>,
+    rows: Vec<Option<Transaction>>,
     unconfirmed: bool,
 }
 

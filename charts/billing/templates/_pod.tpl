@@ -97,6 +97,8 @@ spec:
           value: {{ .Values.config.maxHeaderBytes | quote }}
         - name: MAX_CONNECTIONS
           value: {{ .Values.config.maxConnections | quote }}
+        - name: IDEMPOTENCY_KEY_REQUIRED
+          value: {{ .Values.config.idempotencyKeyRequired | quote }}
         - name: LOG_WRITE_TIMEOUT_SECS
           value: {{ .Values.config.logWriteTimeoutSecs | quote }}
         - name: SHUTDOWN_TIMEOUT_SECS
