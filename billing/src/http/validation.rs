@@ -135,8 +135,8 @@ fn parse_body(body: Body<'_>) -> Result<Fields, ApiError> {
 /// where a `Value` would silently keep the last one.
 #[derive(serde::Deserialize)]
 struct JsonFields<'a> {
-    #[serde(default)]
-    client_id: Option<Value>,
+    #[serde(default, borrow)]
+    client_id: Option<&'a serde_json::value::RawValue>,
     #[serde(default, borrow)]
     amount: Option<&'a serde_json::value::RawValue>,
 }
@@ -151,12 +151,20 @@ fn parse_json(bytes: &[u8]) -> Result<Fields, ApiError> {
     }
     let map: JsonFields = serde_json::from_slice(bytes)
         .map_err(|e| ApiError::bad_request(format!("the JSON body is ambiguous: {e}; send each field once")))?;
-    let client_id = match map.client_id {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s),
-        // Integers are accepted and kept as their decimal spelling: `{"client_id": 1}` means client "1".
-        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Some(n.to_string()),
-        Some(_) => return Err(ApiError::invalid("client_id", "client_id must be a string")),
+    let client_id = match map.client_id.map(|raw| raw.get()) {
+        None | Some("null") => None,
+        // Whole numbers are accepted and kept as their decimal spelling: `{"client_id": 1}` (or `1.0`) means client
+        // "1".
+        Some(number) if number.starts_with(|c: char| c == '-' || c.is_ascii_digit()) => {
+            match json_integer(number).filter(|n| (i128::from(i64::MIN)..=i128::from(u64::MAX)).contains(n)) {
+                Some(n) => Some(n.to_string()),
+                None => return Err(ApiError::invalid("client_id", "client_id must be a string")),
+            }
+        }
+        Some(text) => match serde_json::from_str(text) {
+            Ok(Value::String(s)) => Some(s),
+            _ => return Err(ApiError::invalid("client_id", "client_id must be a string")),
+        },
     };
     let amount = match map.amount.map(|raw| raw.get()) {
         None | Some("null") => None,
@@ -227,7 +235,7 @@ fn plain_number(text: &str) -> Result<i64, NotANumber> {
 fn validate_amount(amount: AmountInput) -> Result<i64, ApiError> {
     let parsed = match &amount {
         AmountInput::Text(s) => strict_number(s),
-        AmountInput::JsonNumber(literal) => json_integer(literal),
+        AmountInput::JsonNumber(literal) => json_integer(literal).and_then(|n| i64::try_from(n).ok()),
         AmountInput::Json(_) => None,
     };
     match parsed {
@@ -251,10 +259,10 @@ fn validate_amount(amount: AmountInput) -> Result<i64, ApiError> {
     }
 }
 
-/// The whole number a JSON number literal spells exactly, if it is one that fits an i64: `1000`, and also `1000.0`
+/// The whole number a JSON number literal spells exactly, if it has at most 20 digits: `1000`, and also `1000.0`
 /// or `1e3`, which JSON (and JSON Schema's `integer`) give the same value. Computed from the literal's digits, never
 /// through a float, so `9007199254740993.0` is 9007199254740993 and `2.5` or `1e-3` are not whole numbers.
-fn json_integer(literal: &str) -> Option<i64> {
+fn json_integer(literal: &str) -> Option<i128> {
     let (negative, unsigned) = match literal.strip_prefix('-') {
         Some(rest) => (true, rest),
         None => (false, literal),
@@ -278,7 +286,7 @@ fn json_integer(literal: &str) -> Option<i64> {
     if digits.is_empty() {
         return Some(0);
     }
-    if scale < 0 || i64::try_from(digits.len()).ok()?.checked_add(scale)? > 19 {
+    if scale < 0 || i64::try_from(digits.len()).ok()?.checked_add(scale)? > 20 {
         return None;
     }
     let scale = usize::try_from(scale).ok()?;
@@ -497,6 +505,17 @@ mod tests {
         assert_eq!((t.client_id.as_str(), t.amount), ("7", 5));
         let t = add_body("application/json", r#"{"client_id":7,"amount":5}"#)?;
         assert_eq!(t.client_id, "7");
+        // Any literal of a whole number, as for amount (Schemathesis sent 711.0 as valid and got a 400).
+        for (literal, spelled) in
+            [("711.0", "711"), ("-2", "-2"), ("1e3", "1000"), ("18446744073709551615", "18446744073709551615")]
+        {
+            let t = add_body("application/json", &format!(r#"{{"client_id":{literal},"amount":5}}"#))?;
+            assert_eq!(t.client_id, spelled, "{literal}");
+        }
+        for literal in ["7.5", "18446744073709551616", "true", "{}"] {
+            let r = add_body("application/json", &format!(r#"{{"client_id":{literal},"amount":5}}"#));
+            assert_eq!(rejected(r).0, Some("client_id"), "{literal}");
+        }
         let t = add_body("application/x-www-form-urlencoded", "client_id=a+b&amount=9")?;
         assert_eq!((t.client_id.as_str(), t.amount), ("a b", 9));
         Ok(())
