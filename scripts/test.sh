@@ -35,6 +35,9 @@ trap 'rm -rf "$out"' EXIT
 step "cargo test (real PostgreSQL, real service processes)"
 cargo test --workspace --locked 2>&1 | tee "$out/cargo.log"
 
+step "the API against its document: Schemathesis on the real binary and PostgreSQL (scripts/check-api.sh)"
+bash scripts/check-api.sh
+
 step "chart checks"
 bash scripts/check-chart.sh 2>&1 | tee "$out/chart.log"
 
