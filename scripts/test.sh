@@ -35,6 +35,11 @@ trap 'rm -rf "$out"' EXIT
 step "cargo test (real PostgreSQL, real service processes)"
 cargo test --workspace --locked 2>&1 | tee "$out/cargo.log"
 
+step "the API against its document: Schemathesis on the real binary and PostgreSQL (scripts/check-api.sh)"
+# A fixed seed, so that the test command finds the same cases on every run (and CI does not fail one day on a case
+# it never met before); `bash scripts/check-api.sh` alone draws a new seed each time, to look further.
+API_FUZZ_SEED=${API_FUZZ_SEED:-20261206} bash scripts/check-api.sh
+
 step "chart checks"
 bash scripts/check-chart.sh 2>&1 | tee "$out/chart.log"
 

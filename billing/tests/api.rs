@@ -418,3 +418,24 @@ async fn input_outside_the_grammar_is_a_400_and_stores_nothing() -> TestResult {
     assert_eq!(app.row_count()?, 0);
     Ok(())
 }
+
+/// `GET /openapi.json` serves the repository's document, byte for byte, as JSON; HEAD too, without the body.
+#[tokio::test]
+async fn the_openapi_document_is_served() -> TestResult {
+    let app = TestApp::start()?;
+    let r = app.client.get(app.url("/openapi.json")).send().await?;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(content_type(&r), "application/json");
+    assert!(r.headers().contains_key("x-request-id"));
+    let served = r.text().await?;
+    assert_eq!(served, include_str!("../openapi.json"));
+    let doc: Value = serde_json::from_str(&served)?;
+    assert!(doc["paths"]["/openapi.json"]["get"].is_object());
+    let r = app.client.head(app.url("/openapi.json")).send().await?;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(content_type(&r), "application/json");
+    let r = app.client.post(app.url("/openapi.json")).send().await?;
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.headers().get("allow").map(|v| v.as_bytes()), Some(&b"GET, HEAD"[..]));
+    Ok(())
+}

@@ -55,6 +55,35 @@ fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() -> TestRes
     let (after, answer) = closed.ok_or("an idle keep-alive connection stayed open for 5 s")?;
     assert!(answer.starts_with("HTTP/1.1 200 OK") && answer.ends_with("pong"), "{answer}");
     assert!(after >= Duration::from_millis(900), "closed too early: {after:?}");
+    // The answer said how long the connection may idle, so a client that honours it does not reuse it too late.
+    assert!(answer.to_ascii_lowercase().contains("\r\nkeep-alive: timeout=1\r\n"), "{answer}");
+    Ok(())
+}
+
+/// Every answer that leaves its connection open announces `Keep-Alive: timeout=<HEADER_READ_TIMEOUT_SECS>`; one that
+/// closes it (a 413, or any answer to a client that sent `Connection: close`) does not offer to keep it (issue 21).
+#[tokio::test]
+async fn answers_announce_how_long_an_idle_connection_is_kept() -> TestResult {
+    let app = TestApp::start_with(&[("HEADER_READ_TIMEOUT_SECS", "7")])?;
+    for (method, path) in [("GET", "/ping"), ("GET", "/get/1"), ("POST", "/add?client_id=1&amount=5"), ("PUT", "/add")]
+    {
+        let r = app.client.request(method.parse()?, app.url(path)).send().await?;
+        let keep_alive = r.headers().get("keep-alive").map(|v| v.to_str()).transpose()?;
+        assert_eq!(keep_alive, Some("timeout=7"), "{method} {path}: {r:?}");
+    }
+    let r = app
+        .client
+        .post(app.url("/add"))
+        .header("content-type", "application/json")
+        .body(vec![b' '; 20_000])
+        .send()
+        .await?;
+    assert_eq!(r.status(), 413);
+    assert_eq!(r.headers().get("connection").map(|v| v.as_bytes()), Some(&b"close"[..]), "{r:?}");
+    assert!(r.headers().get("keep-alive").is_none(), "{r:?}");
+    let r = http_request(app.service.addr(), "GET", "/ping", &[], b"")?;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("keep-alive"), None, "answered a client that sent Connection: close: {r:?}");
     Ok(())
 }
 

@@ -14,10 +14,11 @@ use warp::{Filter, Rejection};
 use crate::app::App;
 use crate::error::ApiError;
 use crate::http::routes::{self, Route};
-use crate::http::{handlers, listings};
+use crate::http::{handlers, listings, openapi};
 
 /// The API as the 404 lists it (a test checks that it names every route of the table).
-const API: &str = "GET /ping, GET /getall, GET /get/<id>, POST /add, GET /healthz, GET /readyz, GET /metrics";
+const API: &str = "GET /ping, GET /getall, GET /get/<id>, POST /add, GET /healthz, GET /readyz, GET /metrics, \
+                   GET /openapi.json";
 
 pub fn routes(app: App) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone + Send + Sync + 'static {
     let with_app = warp::any().map(move || app.clone());
@@ -30,6 +31,7 @@ pub fn routes(app: App) -> impl Filter<Extract = (impl Reply,), Error = Infallib
     let healthz = on(&routes::HEALTHZ).and(get()).then(handlers::healthz);
     let readyz = on(&routes::READYZ).and(get()).and(with_app.clone()).then(handlers::readyz);
     let metrics = on(&routes::METRICS).and(get()).and(with_app.clone()).then(handlers::metrics);
+    let document = on(&routes::OPENAPI).and(get()).map(openapi::document);
     let get_all = on(&routes::GET_ALL).and(get()).and(with_app.clone()).and(raw_query).then(listings::getall);
     let get_one = with_id(&routes::GET_ONE).and(get()).and(with_app.clone()).then(handlers::get);
     let add = on(&routes::ADD)
@@ -54,6 +56,8 @@ pub fn routes(app: App) -> impl Filter<Extract = (impl Reply,), Error = Infallib
         .or(get_one)
         .unify()
         .or(add)
+        .unify()
+        .or(document)
         .unify()
         .or(fallback)
         .unify()

@@ -60,6 +60,7 @@ where
         limits.max_header_bytes
     );
     let connections = Arc::new(Connections::new(cap));
+    let keep_alive = keep_alive_value(limits.header_read_timeout);
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -85,8 +86,12 @@ where
             drop(stream);
             continue;
         };
-        let service =
-            Observed { inner: routes.clone(), conn: Arc::clone(&conn), draining: Arc::clone(&connections.draining) };
+        let service = Observed {
+            inner: routes.clone(),
+            conn: Arc::clone(&conn),
+            draining: Arc::clone(&connections.draining),
+            keep_alive: keep_alive.clone(),
+        };
         let watched = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
         let connections = Arc::clone(&connections);
         tokio::spawn(async move {
@@ -110,6 +115,14 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     graceful.shutdown().await;
+}
+
+/// `Keep-Alive: timeout=<HEADER_READ_TIMEOUT_SECS>`: how long billing keeps an idle connection open. Common clients
+/// keep theirs for 90 s; one that reuses a connection just as billing closes it gets a reset and cannot tell whether
+/// its request arrived. Clients that honour the header stop reusing the connection before billing closes it.
+fn keep_alive_value(idle: Duration) -> header::HeaderValue {
+    header::HeaderValue::from_str(&format!("timeout={}", idle.as_secs()))
+        .unwrap_or_else(|_| header::HeaderValue::from_static("timeout=1"))
 }
 
 /// `max_connections`, lowered to what the open-files limit leaves once `reserved` and [`RESERVED_FILES`] are set
@@ -253,6 +266,8 @@ struct Observed<S> {
     inner: S,
     conn: Arc<Conn>,
     draining: Arc<AtomicBool>,
+    /// The `Keep-Alive` header of every answer that leaves its connection open ([`keep_alive_value`]).
+    keep_alive: header::HeaderValue,
 }
 
 type Answer<B> = Pin<Box<dyn Future<Output = Result<Response<Guarded<B>>, Infallible>> + Send>>;
@@ -273,12 +288,14 @@ where
         let id = RequestId::from_headers(request.headers());
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
+        let client_closes = request.headers().get_all(header::CONNECTION).iter().any(says_close);
         // warp's service is ready at once and cheap to clone (its filter holds only handles to shared state). Its
         // future (every route's, nested) is boxed on its own, so that the future below, which is moved as it is built
         // and boxed, stays small: copying the routes' future along with it showed as `memmove` in `perf`
         // (docs/benchmarks.md, "The request's future is no longer copied whole").
         let answer = Box::pin(self.inner.clone().call(request));
         let draining = Arc::clone(&self.draining);
+        let keep_alive = self.keep_alive.clone();
         Box::pin(id.clone().scope(async move {
             let Ok(mut response) = answer.await;
             let elapsed = started.elapsed();
@@ -287,6 +304,11 @@ where
             // after sending it, so the next request goes to another pod.
             if draining.load(Ordering::Acquire) {
                 response.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+            }
+            // Only on an answer after which the connection stays open: not on a 408 or a 413, not while stopping,
+            // not to a client that said it closes the connection itself.
+            if !client_closes && !response.headers().get_all(header::CONNECTION).iter().any(says_close) {
+                response.headers_mut().insert(header::HeaderName::from_static("keep-alive"), keep_alive);
             }
             let status = response.status().as_u16();
             let route = routes::label_of(&path);
@@ -301,6 +323,11 @@ where
             Ok(response.map(|body| Guarded { body, _busy: busy }))
         }))
     }
+}
+
+/// True when a `Connection` header value lists the `close` option.
+fn says_close(value: &header::HeaderValue) -> bool {
+    value.as_bytes().split(|b| *b == b',').any(|option| option.trim_ascii().eq_ignore_ascii_case(b"close"))
 }
 
 /// A response body that keeps its connection marked busy until hyper has sent (or dropped) it.
