@@ -137,6 +137,16 @@ async fn a_key_that_is_not_one_is_refused_naming_the_header() -> TestResult {
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert!(r.text().await?.contains("more than once"));
     assert_eq!(app.row_count()?, 0);
+    // The ledger holds any other writer (psql, a job) to the same rule.
+    for key in ["''", "'clé'", "E'tab\\there'", &format!("'{}'", "k".repeat(256))] {
+        let refused =
+            app.sql(&format!("INSERT INTO transactions (client_id, amount, idempotency_key) VALUES ('c', 1, {key})"));
+        let error = refused.err().ok_or_else(|| format!("the ledger took the key {key}"))?;
+        assert!(
+            error.contains("transactions_idempotency_key_printable") || error.contains("too long"),
+            "{key}: {error}"
+        );
+    }
     // 255 characters, the longest key, is one.
     let longest = "~".repeat(255);
     assert_eq!(add(&app.client, url, Some(longest.as_bytes()), false).await?.status, StatusCode::CREATED);

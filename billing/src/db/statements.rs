@@ -34,6 +34,15 @@ impl WriteError {
         self.error.as_ref().filter(|_| !self.maybe_committed)?.code()
     }
 
+    /// PostgreSQL refused the statement, and so wrote nothing of it, because an `Idempotency-Key` of the batch is
+    /// already stored (the unique index `transactions_idempotency_key`).
+    fn is_stored_key(&self) -> bool {
+        let refused_by = self.error.as_ref().filter(|_| !self.maybe_committed).and_then(|e| e.as_db_error());
+        refused_by.is_some_and(|db| {
+            db.code() == &SqlState::UNIQUE_VIOLATION && db.constraint() == Some("transactions_idempotency_key")
+        })
+    }
+
     /// The client's answer for this failed write, counted ([`sqlstate::write_error`] for PostgreSQL's errors).
     pub fn to_api_error(&self, action: &str) -> ApiError {
         match &self.error {
@@ -67,8 +76,20 @@ impl PgConn {
     /// the row stream is read to PostgreSQL's ReadyForQuery, which comes only after the implicit transaction
     /// committed. A row whose `Idempotency-Key` was already stored is not inserted, and is `None` in the answer.
     pub async fn insert_batch(&self, rows: &[NewTransaction]) -> Result<Vec<Option<Transaction>>, WriteError> {
-        let keyed = rows.iter().any(|r| r.idempotency_key.is_some());
-        let query = if keyed { Query::InsertKeyedBatch } else { Query::InsertBatch };
+        if !rows.iter().any(|r| r.idempotency_key.is_some()) {
+            return self.insert_rows(Query::InsertBatch, rows).await;
+        }
+        // Keyed: first as if no key were stored yet, the common case; a stored key fails that statement and
+        // nothing of it, and the batch is written again skipping the stored keys (db/sql.rs says why).
+        match self.insert_rows(Query::InsertKeyedBatch, rows).await {
+            Err(e) if e.is_stored_key() => self.insert_rows(Query::InsertKeyedBatchSkippingKnown, rows).await,
+            other => other,
+        }
+    }
+
+    /// [`PgConn::insert_batch`] with one of the batch statements.
+    async fn insert_rows(&self, query: Query, rows: &[NewTransaction]) -> Result<Vec<Option<Transaction>>, WriteError> {
+        let keyed = !matches!(query, Query::InsertBatch);
         let statement = self.statement(query).await.map_err(WriteError::not_committed)?;
         let client_ids: Vec<&str> = rows.iter().map(|r| r.client_id.as_str()).collect();
         let amounts: Vec<i64> = rows.iter().map(|r| r.amount).collect();

@@ -27,15 +27,15 @@
 //!
 //! Idempotency keys: a payment sent with an `Idempotency-Key` is stored with its key, in the same row, and the
 //! ledger's unique index on the key makes a second row with it impossible, whichever process writes it. A keyed
-//! batch skips the rows whose key is already stored (one statement, [`Query::InsertKeyedBatch`]) and reads the stored
-//! payments back: the same `client_id` and `amount` is a replay, answered with the stored row and nothing written;
+//! batch that meets a stored key is written again skipping the rows whose key is stored
+//! ([`Query::InsertKeyedBatchSkippingKnown`]), and the stored payments are read back: the same `client_id` and `amount` is a replay, answered with the stored row and nothing written;
 //! another is refused (422). A key whose first payment is still being written is waited for, never refused or
 //! written twice: the first payment's batch holds the batch lock until its commit, so the second batch's INSERT
 //! meets the key only once it is committed, and replays it. Two requests with one key in one batch make one row:
 //! the second rides on the first's answer. Requests told "nothing was recorded" or refused store no key, so their
 //! retries run afresh.
 //!
-//! [`Query::InsertKeyedBatch`]: crate::db::sql::Query::InsertKeyedBatch
+//! [`Query::InsertKeyedBatchSkippingKnown`]: crate::db::sql::Query::InsertKeyedBatchSkippingKnown
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
