@@ -6,7 +6,9 @@
 -- partial, so it holds only keyed rows. Adding a nullable column without a default rewrites nothing; checking the
 -- rule and building the index read the table under a lock that blocks reads and writes (docs/operations.md,
 -- "Idempotency keys", gives the time measured on a 1,000,000-row ledger).
-ALTER TABLE transactions ADD COLUMN idempotency_key VARCHAR(255);
+-- COLLATE "C": a key is compared byte for byte (its characters are ASCII), so the unique index compares with memcmp
+-- rather than the database's locale (strcoll), whatever locale the database was created with.
+ALTER TABLE transactions ADD COLUMN idempotency_key VARCHAR(255) COLLATE "C";
 -- 1-255 printable ASCII characters, as the service validates them (http/validation.rs): none outside space to ~,
 -- not empty, and VARCHAR(255) bounds the length. Written without a bounded repetition: '^[ -~]{1,255}$' made
 -- PostgreSQL's regex engine build a 255-state automaton per row, and cut keyed writes to a third (docs/benchmarks.md,
