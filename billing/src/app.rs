@@ -9,13 +9,11 @@ use tokio::sync::Semaphore;
 use crate::config::tls::Tls;
 use crate::config::{Config, ListingLimits};
 use crate::db::read_connections::{ReadConnections, Shared};
-use crate::db::sqlstate;
 use crate::db::{self, DbConn, DbPool, PgConn};
 use crate::error::ApiError;
 use crate::ledger::point_reads::PointReads;
 use crate::ledger::txlog::TxLog;
 use crate::ledger::writer::{Batches, Writer};
-use crate::metrics::{self, DbErrorKind};
 use crate::models::{NewTransaction, Recorded, Transaction};
 
 /// A handle on the shared state: cloning it is one reference count. warp's routes clone it for every request, and
@@ -160,14 +158,7 @@ impl App {
         action: &str,
         query: impl Future<Output = Result<T, tokio_postgres::Error>>,
     ) -> Result<T, ApiError> {
-        match tokio::time::timeout(self.query_timeout, query).await {
-            Ok(result) => result.map_err(|e| sqlstate::query_error(action, &e)),
-            Err(_) => {
-                metrics::database_error(DbErrorKind::Timeout);
-                log::warn!("{action}: no answer from the database within {:?}", self.query_timeout);
-                Err(ApiError::no_answer(action, self.query_timeout))
-            }
-        }
+        db::bounded(self.query_timeout, action, query).await
     }
 }
 

@@ -322,6 +322,23 @@ pub async fn build_pool(config: &Config, session: Session) -> Result<DbPool, Str
     Ok(DbPool { pool, failures, timeout: config.database_timeout })
 }
 
+/// Runs one database call for `action` under `timeout` (`DATABASE_TIMEOUT_SECS`): PostgreSQL's error becomes the
+/// answer [`sqlstate::query_error`] chooses, and no answer in time a 503 that says so, counted as a time-out.
+pub async fn bounded<T>(
+    timeout: Duration,
+    action: &str,
+    query: impl Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, ApiError> {
+    match tokio::time::timeout(timeout, query).await {
+        Ok(result) => result.map_err(|e| sqlstate::query_error(action, &e)),
+        Err(_) => {
+            metrics::database_error(DbErrorKind::Timeout);
+            log::warn!("{action}: no answer from the database within {timeout:?}");
+            Err(ApiError::no_answer(action, timeout))
+        }
+    }
+}
+
 /// A connection for one request, or the 503 that says why there is none.
 pub async fn checkout(pool: &DbPool) -> Result<DbConn, ApiError> {
     let waiting = metrics::Waiting::start();

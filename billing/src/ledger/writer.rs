@@ -258,14 +258,7 @@ impl Batches {
             e
         };
         let conn = db::checkout(&self.pool).await.map_err(nothing)?;
-        match tokio::time::timeout(self.query_timeout, conn.find_by_keys(keys)).await {
-            Ok(Ok(found)) => Ok(found),
-            Ok(Err(e)) => Err(nothing(crate::db::sqlstate::query_error(READ_BACK, &e))),
-            Err(_) => {
-                metrics::database_error(DbErrorKind::Timeout);
-                Err(nothing(ApiError::no_answer(READ_BACK, self.query_timeout)))
-            }
-        }
+        db::bounded(self.query_timeout, READ_BACK, conn.find_by_keys(keys)).await.map_err(nothing)
     }
 
     /// Writes one batch under `DATABASE_TIMEOUT_SECS`, on a pooled connection nothing else uses meanwhile.
