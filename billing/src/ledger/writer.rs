@@ -37,6 +37,8 @@
 //!
 //! [`Query::InsertKeyedBatchSkippingKnown`]: crate::db::sql::Query::InsertKeyedBatchSkippingKnown
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
@@ -164,20 +166,35 @@ impl Batches {
     async fn write(&self, batch: Vec<Pending>) {
         metrics::write_batch(batch.len());
         // A request repeating the key of an earlier one in this batch is not written: it gets that one's answer.
-        let mut writes: Vec<Pending> = Vec::with_capacity(batch.len());
+        // For each request, the index among the written rows of the one whose key it repeats.
+        let mut firsts: HashMap<&str, usize> = HashMap::new();
+        let mut written = 0;
+        let repeat_of: Vec<Option<usize>> = batch
+            .iter()
+            .map(|pending| {
+                let first = pending.new.idempotency_key.as_deref().and_then(|key| match firsts.entry(key) {
+                    Entry::Occupied(first) => Some(*first.get()),
+                    Entry::Vacant(slot) => {
+                        slot.insert(written);
+                        None
+                    }
+                });
+                written += usize::from(first.is_none());
+                first
+            })
+            .collect();
+        let (mut rows, mut replies) = (Vec::with_capacity(written), Vec::with_capacity(written));
         let mut repeats: Vec<(usize, Pending)> = Vec::new();
-        for pending in batch {
-            let first = pending
-                .new
-                .idempotency_key
-                .as_deref()
-                .and_then(|key| writes.iter().position(|w| w.new.idempotency_key.as_deref() == Some(key)));
+        for (pending, first) in batch.into_iter().zip(repeat_of) {
             match first {
                 Some(first) => repeats.push((first, pending)),
-                None => writes.push(pending),
+                None => {
+                    rows.push(pending.new);
+                    replies.push(pending.reply);
+                }
             }
         }
-        let answers = self.answers(writes.iter().map(|p| p.new.clone()).collect()).await;
+        let answers = self.answers(rows.into()).await;
         for (first, pending) in repeats {
             let answer = match &answers[first] {
                 Ok(recorded) if pending.new.same_payment_as(&recorded.transaction) => {
@@ -188,22 +205,23 @@ impl Batches {
             };
             let _ = pending.reply.send(answer);
         }
-        for (pending, answer) in writes.into_iter().zip(answers) {
-            let _ = pending.reply.send(answer);
+        for (reply, answer) in replies.into_iter().zip(answers) {
+            let _ = reply.send(answer);
         }
     }
 
-    /// Writes `rows` (no two with one key) and gives each its answer, in order.
-    async fn answers(&self, rows: Vec<NewTransaction>) -> Vec<Result<Recorded, ApiError>> {
+    /// Writes `rows` (no two with one key) and gives each its answer, in order. The rows are shared with the
+    /// statement's future, not copied: a keyed batch's answers need them after it.
+    async fn answers(&self, rows: Arc<[NewTransaction]>) -> Vec<Result<Recorded, ApiError>> {
         let count = rows.len();
-        match self.bounded(rows.clone()).await {
+        match self.bounded(Arc::clone(&rows)).await {
             Ok(stored) => self.resolve(&rows, stored).await,
             Err(Failure { refused: true, .. }) if count > 1 => {
                 // A row the database refuses must not fail its neighbours: each is written alone.
                 let mut answers = Vec::with_capacity(count);
-                for row in rows {
-                    let answer = match self.bounded(vec![row.clone()]).await {
-                        Ok(stored) => self.resolve(std::slice::from_ref(&row), stored).await.pop(),
+                for row in rows.iter() {
+                    let answer = match self.bounded(Arc::from([row.clone()])).await {
+                        Ok(stored) => self.resolve(std::slice::from_ref(row), stored).await.pop(),
                         Err(failure) => Some(Err(failure.error)),
                     };
                     answers.push(answer.unwrap_or_else(|| Err(no_row())));
@@ -253,12 +271,8 @@ impl Batches {
     /// `DATABASE_TIMEOUT_SECS`. Its failure leaves those requests with nothing recorded (their rows were skipped).
     async fn find_by_keys(&self, keys: &[&str]) -> Result<Vec<(String, Transaction)>, ApiError> {
         const READ_BACK: &str = "reading back the payment of an Idempotency-Key";
-        let nothing = |mut e: ApiError| {
-            e.message.push_str("; nothing was recorded: it is safe to retry");
-            e
-        };
-        let conn = db::checkout(&self.pool).await.map_err(nothing)?;
-        db::bounded(self.query_timeout, READ_BACK, conn.find_by_keys(keys)).await.map_err(nothing)
+        let conn = db::checkout(&self.pool).await.map_err(nothing_recorded)?;
+        db::bounded(self.query_timeout, READ_BACK, conn.find_by_keys(keys)).await.map_err(nothing_recorded)
     }
 
     /// Writes one batch under `DATABASE_TIMEOUT_SECS`, on a pooled connection nothing else uses meanwhile.
@@ -268,13 +282,10 @@ impl Batches {
     /// payments twice. The statement's own answer then says what happened. If not even the cancel is answered, the
     /// clients are told the outcome is unknown, and the statement is still awaited in the background: if it commits
     /// after all, its transaction-log lines are written then.
-    async fn bounded(&self, rows: Vec<NewTransaction>) -> Result<Vec<Option<Transaction>>, Failure> {
-        let conn = db::checkout(&self.pool).await.map_err(|mut e| {
-            // No connection, so nothing was sent: a client must know it may retry (a failover's refused
-            // connections once read as an outcome to check).
-            e.message.push_str("; nothing was recorded: it is safe to retry");
-            Failure::other(e)
-        })?;
+    async fn bounded(&self, rows: Arc<[NewTransaction]>) -> Result<Vec<Option<Transaction>>, Failure> {
+        // No connection, so nothing was sent: a client must know it may retry (a failover's refused connections
+        // once read as an outcome to check).
+        let conn = db::checkout(&self.pool).await.map_err(|e| Failure::other(nothing_recorded(e)))?;
         let cancel = conn.cancel_token();
         // Set once a cancel request was sent: the statement may have finished before it arrived, and it would then
         // hit the next statement on this connection (another batch, failed for nothing), so the connection is then
@@ -404,6 +415,12 @@ async fn append_all(txlog: Option<&TxLog>, rows: &[Transaction]) {
             txlog.append(t).await;
         }
     }
+}
+
+/// `e`, for a payment of which nothing was sent or written: says the client may retry.
+fn nothing_recorded(mut e: ApiError) -> ApiError {
+    e.message.push_str("; nothing was recorded: it is safe to retry");
+    e
 }
 
 fn no_row() -> ApiError {
