@@ -34,6 +34,9 @@ BENCH = REPO / "bench"
 TARGET = REPO / os.environ.get("CARGO_TARGET_DIR", "target")
 BILLING = TARGET / "release" / "billing"
 TEMPDB = TARGET / "release" / "billing-tempdb"
+# The floor of billing's HTTP stack (testkit/src/bin/billing-ping-reference.rs): the `ping` case's ceiling.
+REFERENCE = TARGET / "release" / "billing-ping-reference"
+PAGE_ROWS = 1000
 MIB = 1024 * 1024
 
 # name, table size it needs (None: whatever is there), wrk path, wrk script, pgbench script, connections.
@@ -42,12 +45,15 @@ CASES = [
     {"name": "getall_100k", "rows": 100000, "path": "/getall", "lua": "plain.lua", "sql": "getall.sql", "conns": 32},
     {"name": "getall_100k_c1", "rows": 100000, "path": "/getall", "lua": "plain.lua", "sql": "getall.sql", "conns": 1},
     {"name": "get", "rows": 100000, "path": "/get/1", "lua": "get.lua", "sql": "get.sql", "conns": 32},
+    # Keyset pages of 1,000 rows from random places in the 100,000 (issue 24), as a feed consumer reads them.
+    {"name": "page", "rows": 100000, "path": "/getall", "lua": "page.lua", "sql": "page.sql", "conns": 32},
     {"name": "add", "rows": None, "path": "/add", "lua": "add.lua", "sql": "add.sql", "conns": 32},
     # The same payments, each request with its own fresh Idempotency-Key (issue 21), against the same one-row
     # INSERT; reported against unkeyed `add` of the same run too ("keyed/unkeyed").
     {"name": "add_keyed", "rows": None, "path": "/add", "lua": "add_keyed.lua", "sql": "add.sql", "conns": 32,
      "keyed": True},
-    {"name": "ping", "rows": None, "path": "/ping", "lua": "plain.lua", "sql": None, "conns": 32},
+    # The ceiling is not pgbench but a bare hyper server answering the same bytes (REFERENCE), under the same wrk.
+    {"name": "ping", "rows": None, "path": "/ping", "lua": "plain.lua", "sql": None, "conns": 32, "reference": True},
 ]
 
 TARGETS = [
@@ -61,6 +67,11 @@ TARGETS = [
      lambda v: v >= 0.9, "{:.2f}x unkeyed"),
     ("get: service >= 1.0x pgbench select rate", lambda m: m["get"]["ratio"], lambda v: v >= 1.0, "{:.2f}x"),
     ("get: p99 < 3 ms at 32 connections", lambda m: m["get"]["service"]["p99_ms"], lambda v: v < 3, "{:.2f} ms"),
+    # Issue 24's.
+    ("page (after_id=<x>&limit=1000, 32 conns): service >= 0.5x pgbench's keyset query", lambda m: m["page"]["ratio"],
+     lambda v: v >= 0.5, "{:.2f}x"),
+    ("ping: service >= 0.8x a bare hyper server (billing-ping-reference)", lambda m: m["ping"]["ratio"],
+     lambda v: v >= 0.8, "{:.2f}x"),
     ("getall 100k alone (read by curl): time <= 1.25x pgbench",
      lambda m: m["getall_100k_c1"]["curl_ms"] / m["getall_100k_c1"]["pgbench"]["mean_ms"], lambda v: v <= 1.25,
      "{:.2f}x the time"),
@@ -360,8 +371,26 @@ def start_services(args, workdir):
     return Database(url), billing, base, shown
 
 
-def one_run(index, args, db, billing, base, sampler, workdir):
+def start_reference(workdir):
+    """billing-ping-reference on a free port as a recorded child; returns (process, base URL)."""
+    if not os.access(REFERENCE, os.X_OK):
+        raise SystemExit(f"bench: {REFERENCE} is missing (bench/run.sh builds it: cargo build --release -p "
+                         "billing-testkit --bins)")
+    out = open(Path(workdir) / "reference.out", "w")
+    proc = CHILDREN.start([str(REFERENCE), f"127.0.0.1:{free_port()}"], stdout=out, stderr=subprocess.STDOUT)
+    for _ in range(100):
+        text = (Path(workdir) / "reference.out").read_text()
+        if "LISTENING " in text:
+            return proc, "http://" + text.split("LISTENING ", 1)[1].split()[0]
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    raise RuntimeError("billing-ping-reference did not start:\n" + (Path(workdir) / "reference.out").read_text())
+
+
+def one_run(index, args, db, billing, base, sampler, workdir, ref):
     results, current_rows = {}, None
+    reference_proc, reference = ref
     service_first = index % 2 == 0
     for case in CASES:
         if args.cases and case["name"] not in args.cases:
@@ -376,6 +405,9 @@ def one_run(index, args, db, billing, base, sampler, workdir):
         if case["name"] == "get":
             n = db.count()
             wrk_args, defines = ["1", str(n)], {"id_min": 1, "id_max": n}
+        if case["name"] == "page":
+            last = max(db.count() - PAGE_ROWS, 0)
+            wrk_args, defines = ["0", str(last)], {"after_max": last}
 
         def service():
             if args.warmup:
@@ -398,6 +430,14 @@ def one_run(index, args, db, billing, base, sampler, workdir):
             return r
 
         def ceiling():
+            if case.get("reference"):
+                if args.warmup:
+                    wrk(reference, case, args.warmup, args.threads, wrk_args, workdir)
+                m0, cpu0 = machine_cpu(), proc_cpu_seconds(reference_proc.pid)
+                r = wrk(reference, case, args.duration, args.threads, wrk_args, workdir)
+                r["cpu_us_per_req"] = (proc_cpu_seconds(reference_proc.pid) - cpu0) * 1e6 / max(r["requests"], 1)
+                r.update(cpu_shares(m0, machine_cpu()))
+                return r
             if case["sql"] is None:
                 return None
             if args.warmup:
@@ -531,8 +571,9 @@ def table(median, idle, runs=()):
         return " ".join(f"{x:.2f}" for x in ratios) or "—"
 
     rows = ["| case | conns | service req/s | p50 ms | p99 ms | peak RSS MiB | steady RSS MiB | errors "
-            "| service CPU µs/req | pgbench tps | pgbench p50 ms | pgbench p99 ms | service/pgbench | per run |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+            "| service CPU µs/req | pgbench tps | pgbench p50 ms | pgbench p99 ms | service/pgbench | per run "
+            "| load before |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
     for case in CASES:
         m = median.get(case["name"])
         if m is None:
@@ -541,8 +582,15 @@ def table(median, idle, runs=()):
         rows.append(f"| {case['name']} | {case['conns']} | {s['rps']:.1f} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} "
                     f"| {f(s.get('rss_peak_mib'), '{:.1f}')} | {f(s.get('rss_steady_mib'), '{:.1f}')} "
                     f"| {s['errors']:.0f} | {s['cpu_us_per_req']:.0f} | {f(p.get('rps'), '{:.1f}')} | {f(p.get('p50_ms'), '{:.2f}')} "
-                    f"| {f(p.get('p99_ms'), '{:.2f}')} | {f(m['ratio'], '{:.2f}')} | {per_run(case['name'])} |")
+                    f"| {f(p.get('p99_ms'), '{:.2f}')} | {f(m['ratio'], '{:.2f}')} | {per_run(case['name'])} "
+                    f"| {f(m.get('load_before'), '{:.2f}')} |")
     rows.append("")
+    if "ping" in median and median["ping"]["ratio"] is not None:
+        r = median["ping"]["pgbench"]
+        rows.append(f"ping: the ceiling columns are billing-ping-reference (a bare hyper server answering the same "
+                    f"bytes on billing's runtime and allocator): {r['rps']:.0f} req/s at "
+                    f"{r.get('cpu_us_per_req', 0):.1f} µs CPU per request; billing "
+                    f"{median['ping']['service']['cpu_us_per_req']:.1f} µs")
     rows.append(f"idle RSS: {idle['rss_start_mib']:.1f} MiB after start-up, "
                 f"{f(idle.get('rss_end_mib'), '{:.1f}')} MiB after the load")
     if "add" in median and "pgbench_batch" in median["add"]:
@@ -592,7 +640,8 @@ def svg_chart(median, title):
         else:
             m = median[name]
             service, ceiling = m["service"]["rps"], m["pgbench"]["rps"]
-            label = f"billing {service:.1f}/s vs pgbench {ceiling:.1f}/s"
+            against = "a bare hyper server" if name == "ping" else "pgbench"
+            label = f"billing {service:.1f}/s vs {against} {ceiling:.1f}/s"
         ratio = service / ceiling if ceiling else 0
         bar = min(ratio, 1.6) * scale
         parts.append(f'<text x="10" y="{y + 16}">{name}</text>')
@@ -728,6 +777,7 @@ def main():
     with tempfile.TemporaryDirectory(prefix="billing-bench-") as workdir:
         try:
             db, billing, base, billing_env = start_services(args, workdir)
+            ref = start_reference(workdir)
             sampler = RssSampler(billing.pid)
             sampler.start()
             time.sleep(2)
@@ -738,7 +788,7 @@ def main():
             log(f"billing pid {billing.pid} at {base}, idle RSS {idle['rss_start_mib']:.1f} MiB; env {billing_env}")
             runs = []
             for i in range(args.runs):
-                runs.append(one_run(i, args, db, billing, base, sampler, workdir))
+                runs.append(one_run(i, args, db, billing, base, sampler, workdir, ref))
             time.sleep(3)
             t = time.monotonic()
             time.sleep(2)
