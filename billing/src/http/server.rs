@@ -73,7 +73,16 @@ where
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
+                Ok((stream, _peer)) => {
+                    // Nagle's algorithm held a streamed answer's last short write (the end of a `/getall` page's
+                    // chunked body) until the client ACKed the previous one, and clients delay that ACK by 40 ms:
+                    // every page took 40 ms, whatever its size (docs/benchmarks.md, "A page waited 40 ms for an
+                    // ACK"; tests/limits.rs). hyper gathers each answer into as few writes as it can by itself.
+                    if let Err(e) = stream.set_nodelay(true) {
+                        log::debug!("cannot set TCP_NODELAY on a connection: {e}");
+                    }
+                    stream
+                }
                 Err(e) => {
                     accept_failed(e).await;
                     continue;

@@ -79,6 +79,8 @@ async fn serve(addr: &str) -> std::io::Result<()> {
                 continue;
             }
         };
+        // As billing does (billing/src/http/server.rs).
+        let _ = stream.set_nodelay(true);
         let connection = builder.serve_connection(TokioIo::new(stream), service_fn(answer));
         tokio::spawn(async move {
             let _ = connection.await;
