@@ -9,11 +9,17 @@
 //! line is written at once, after the
 //! access lines gathered before it, so the log keeps its order, and a warning or an error is never late. What is
 //! still gathered is written at exit and before a panic's message.
+//!
+//! In the text format, uncoloured (the log is not a terminal), an access line is also formatted here, straight into
+//! the gathered bytes, in exactly env_logger's shape ([`write_access_line`]): through env_logger each line was
+//! formatted into a buffer of its own, copied again to strip colours it did not have, and stamped with a freshly
+//! printed time, about a tenth of a `GET /ping`'s CPU (docs/benchmarks.md, "The access line is formatted in
+//! place"). Every other line, and every line in JSON or in colour, is env_logger's.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::io::Write;
 use std::sync::{Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use log::kv::{self, VisitSource};
 use serde_json::{Map, Value};
@@ -35,6 +41,8 @@ static OUTPUT: Output = Output::new();
 thread_local! {
     /// Set while the logger formats a line that may wait (see the module's comment).
     static MAY_WAIT: Cell<bool> = const { Cell::new(false) };
+    /// The second last stamped on an access line by this thread, and its text (`2026-12-06T18:49:46Z`).
+    static STAMP: RefCell<(u64, [u8; 20])> = const { RefCell::new((u64::MAX, [b'0'; 20])) };
 }
 
 struct Output {
@@ -55,6 +63,18 @@ impl Output {
             pending.len() >= FLUSH_AT
         };
         if !may_wait || full {
+            self.flush();
+        }
+    }
+
+    /// Like [`Output::add`] for a line that may wait, written by `write` straight into the gathered bytes.
+    fn add_with(&self, write: impl FnOnce(&mut Vec<u8>)) {
+        let full = {
+            let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+            write(&mut pending);
+            pending.len() >= FLUSH_AT
+        };
+        if full {
             self.flush();
         }
     }
@@ -84,19 +104,29 @@ impl Write for Gathering {
     }
 }
 
-/// env_logger's logger, telling [`Gathering`] which lines may wait.
-struct Logger(env_logger::Logger);
+/// env_logger's logger, telling [`Gathering`] which lines may wait; with `plain_access`, access lines are
+/// formatted by [`write_access_line`] instead.
+struct Logger {
+    inner: env_logger::Logger,
+    plain_access: bool,
+}
 
 impl log::Log for Logger {
     fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        self.0.enabled(metadata)
+        self.inner.enabled(metadata)
     }
 
-    /// env_logger's `log` applies the filter itself.
+    /// env_logger's `log` applies the filter itself; the access lines formatted here are filtered the same way.
     fn log(&self, record: &log::Record<'_>) {
         let may_wait = record.level() == log::Level::Info && record.target() == ACCESS_TARGET;
+        if may_wait && self.plain_access {
+            if self.inner.matches(record) {
+                OUTPUT.add_with(|out| write_access_line(out, record, SystemTime::now()));
+            }
+            return;
+        }
         MAY_WAIT.set(may_wait);
-        self.0.log(record);
+        self.inner.log(record);
         MAY_WAIT.set(false);
     }
 
@@ -139,12 +169,19 @@ pub fn init(format: Format) {
         });
     }
     // env_logger colours only its own stderr target when that is a terminal; through the pipe it would not.
-    if std::env::var_os("RUST_LOG_STYLE").is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+    let style = std::env::var("RUST_LOG_STYLE").ok();
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    if style.is_none() && terminal {
         builder.write_style(env_logger::WriteStyle::Always);
     }
+    let coloured = match style.as_deref() {
+        None => terminal,
+        Some(value) => value == "always",
+    };
     let logger = builder.target(env_logger::Target::Pipe(Box::new(Gathering))).build();
     let max_level = logger.filter();
-    if log::set_boxed_logger(Box::new(Logger(logger))).is_err() {
+    let plain_access = format == Format::Text && !coloured;
+    if log::set_boxed_logger(Box::new(Logger { inner: logger, plain_access })).is_err() {
         return;
     }
     log::set_max_level(max_level);
@@ -163,6 +200,26 @@ pub fn init(format: Format) {
         OUTPUT.flush();
         panicked(info);
     }));
+}
+
+/// An access line as env_logger's default text format writes it uncoloured, `[2026-12-06T18:49:46Z INFO
+/// billing::access] GET /ping 200 0.004ms`: the time to the second in UTC, the level padded to five, the target, the
+/// message. The time's text is made once a second per thread. Tested against env_logger's own line.
+fn write_access_line(out: &mut Vec<u8>, record: &log::Record<'_>, now: SystemTime) {
+    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    out.push(b'[');
+    STAMP.with_borrow_mut(|(second, text)| {
+        if *second != secs {
+            let at = i64::try_from(secs).ok().and_then(|s| chrono::DateTime::from_timestamp(s, 0)).unwrap_or_default();
+            let mut cursor = std::io::Cursor::new(&mut text[..]);
+            // 20 bytes exactly for years 0000-9999; past that the line gets a shortened stamp, never a panic.
+            let _ = write!(cursor, "{}", at.format("%Y-%m-%dT%H:%M:%SZ"));
+            *second = secs;
+        }
+        out.extend_from_slice(text);
+    });
+    // Writing into a Vec cannot fail.
+    let _ = writeln!(out, " {:<5} {}] {}", record.level(), record.target(), record.args());
 }
 
 /// One line's JSON: the fixed keys first, in this order, then the record's own fields.
@@ -235,6 +292,66 @@ mod tests {
         let long = vec![b'x'; FLUSH_AT];
         output.add(&long, true);
         assert_eq!(pending(&output), 0, "past FLUSH_AT the gathered lines are written at once");
+    }
+
+    /// The line written in place is byte for byte env_logger's uncoloured one, stamped in the same second.
+    #[test]
+    fn an_access_line_in_place_is_env_loggers_line() -> Result<(), String> {
+        #[derive(Clone, Default)]
+        struct Captured(std::sync::Arc<Mutex<Vec<u8>>>);
+        impl Write for Captured {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap_or_else(PoisonError::into_inner).extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let captured = Captured::default();
+        let logger = env_logger::Builder::new()
+            .parse_filters("info")
+            .write_style(env_logger::WriteStyle::Never)
+            .target(env_logger::Target::Pipe(Box::new(captured.clone())))
+            .build();
+        let (method, path, status, millis) = ("GET", "/get/7", 404u16, 0.004f64);
+        let kvs: &[(&str, kv::Value<'_>)] = &[("status", kv::Value::from(status))];
+        for _ in 0..3 {
+            captured.0.lock().unwrap_or_else(PoisonError::into_inner).clear();
+            let args = format_args!("{method} {path} {status} {millis:.3}ms");
+            let record = log::Record::builder()
+                .args(args)
+                .level(log::Level::Info)
+                .target(ACCESS_TARGET)
+                .key_values(&kvs)
+                .build();
+            let before = SystemTime::now();
+            log::Log::log(&logger, &record);
+            let mut ours = Vec::new();
+            write_access_line(&mut ours, &record, SystemTime::now());
+            let theirs = captured.0.lock().unwrap_or_else(PoisonError::into_inner).clone();
+            let second = |t: SystemTime| t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
+            if second(before) != second(SystemTime::now()) {
+                continue; // a second ended between the two lines: their stamps may differ
+            }
+            let (ours, theirs) = (String::from_utf8_lossy(&ours), String::from_utf8_lossy(&theirs));
+            assert_eq!(ours, theirs);
+            assert!(ours.ends_with(" INFO  billing::access] GET /get/7 404 0.004ms\n"), "{ours}");
+            return Ok(());
+        }
+        Err("three tries each straddled a second".into())
+    }
+
+    #[test]
+    fn a_stamp_is_remade_when_the_second_changes() {
+        let args = format_args!("GET /ping 200 0.001ms");
+        let record = log::Record::builder().args(args).level(log::Level::Info).target(ACCESS_TARGET).build();
+        let mut a = Vec::new();
+        write_access_line(&mut a, &record, UNIX_EPOCH + Duration::from_secs(1_796_550_586));
+        let mut b = Vec::new();
+        write_access_line(&mut b, &record, UNIX_EPOCH + Duration::from_secs(1_796_550_587));
+        assert_eq!(String::from_utf8_lossy(&a), "[2026-12-06T09:49:46Z INFO  billing::access] GET /ping 200 0.001ms\n");
+        assert_eq!(String::from_utf8_lossy(&b), "[2026-12-06T09:49:47Z INFO  billing::access] GET /ping 200 0.001ms\n");
     }
 
     #[test]
