@@ -18,15 +18,16 @@ use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use futures_util::task::AtomicWaker;
 use hyper::body::Body;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
 use tower_service::Service;
 use warp::http::Response;
 use warp::http::{Request, header};
@@ -111,7 +112,7 @@ where
                     log::debug!("connection ended with an error: {e}");
                 },
                 // Dropping the connection closes it; it had no request in flight.
-                () = conn.shed.notified() => log::debug!("closed an idle connection to make room for a new one"),
+                () = conn.shed.wait() => log::debug!("closed an idle connection to make room for a new one"),
             }
             connections.remove(conn.id);
         });
@@ -173,7 +174,7 @@ struct Conn {
     /// When it last finished a request or was opened, in ms since `epoch` (that of [`Connections`]).
     last_active: AtomicU64,
     epoch: Instant,
-    shed: Notify,
+    shed: Shed,
 }
 
 impl Connections {
@@ -211,8 +212,8 @@ impl Connections {
                 self.warnings.warn(|| format!("{} connections open, all busy: refused a new one", self.cap));
                 return None;
             };
-            // Stored as a permit if its task is not waiting yet, so the shed is never lost.
-            victim.shed.notify_one();
+            // Kept if its task is not waiting yet, so the shed is never lost.
+            victim.shed.signal();
             metrics::connection_shed();
             self.warnings
                 .warn(|| format!("{} connections open: closing the longest-idle ones for new clients", self.cap));
@@ -223,7 +224,7 @@ impl Connections {
             in_flight: AtomicUsize::new(0),
             last_active: AtomicU64::new(self.now_ms()),
             epoch: self.started,
-            shed: Notify::new(),
+            shed: Shed::default(),
         });
         open.insert(id, Arc::clone(&conn));
         metrics::connections_open(open.len());
@@ -234,6 +235,34 @@ impl Connections {
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         open.remove(&id);
         metrics::connections_open(open.len());
+    }
+}
+
+/// The signal that closes a connection to make room for a new one: set once, seen by the connection's task whenever
+/// it next waits. Not a `tokio::sync::Notify`: the task polls this beside its connection after every read and write,
+/// and `Notify`'s poll takes a mutex each time, about 2 % of a `GET /ping`'s CPU (docs/benchmarks.md, "The access
+/// line is formatted in place"); this one is two atomic loads and a waker kept unless it changed.
+#[derive(Default)]
+struct Shed {
+    set: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl Shed {
+    fn signal(&self) {
+        self.set.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    fn wait(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.set.load(Ordering::Acquire) {
+                return Poll::Ready(());
+            }
+            self.waker.register(cx.waker());
+            // A signal between the load and the registration woke the old waker (or none): look again.
+            if self.set.load(Ordering::Acquire) { Poll::Ready(()) } else { Poll::Pending }
+        })
     }
 }
 
@@ -296,7 +325,8 @@ where
         let busy = Busy::start(&self.conn);
         let id = RequestId::from_headers(request.headers());
         let method = request.method().clone();
-        let path = request.uri().path().to_owned();
+        // The request's URI is shared, not copied: its parts are reference-counted bytes.
+        let uri = request.uri().clone();
         let client_closes = request.headers().get_all(header::CONNECTION).iter().any(says_close);
         // warp's service is ready at once and cheap to clone (its filter holds only handles to shared state). Its
         // future (every route's, nested) is boxed on its own, so that the future below, which is moved as it is built
@@ -320,17 +350,29 @@ where
                 response.headers_mut().insert(header::HeaderName::from_static("keep-alive"), keep_alive);
             }
             let status = response.status().as_u16();
-            let route = routes::label_of(&path);
+            let route = routes::label_of(uri.path());
             metrics::request(metrics::method_label(&method), route, status, elapsed);
             let millis = elapsed.as_secs_f64() * 1000.0;
             log::info!(
                 target: crate::logging::ACCESS_TARGET,
-                method = method.as_str(), route, path = path.as_str(), status, duration_ms = millis;
-                "{method} {path} {status} {millis:.3}ms"
+                method = method.as_str(), route, path = uri.path(), status, duration_ms = millis;
+                "{method} {} {status} {}ms", uri.path(), Millis(elapsed)
             );
             // The connection stays busy until the body is sent: a streaming `/getall` is never shed as idle.
             Ok(response.map(|body| Guarded { body, _busy: busy }))
         }))
+    }
+}
+
+/// A duration as milliseconds with three decimals, `0.004`, as `{:.3}` prints the same time as an `f64`, from whole
+/// microseconds: `{:.3}` on a float was about 2 % of a `GET /ping`'s CPU in `perf` (docs/benchmarks.md, "The access
+/// line is formatted in place").
+struct Millis(Duration);
+
+impl std::fmt::Display for Millis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let micros = self.0.as_nanos().saturating_add(500) / 1000;
+        write!(f, "{}.{:03}", micros / 1000, micros % 1000)
     }
 }
 
@@ -362,5 +404,35 @@ impl<B: Body + Unpin> Body for Guarded<B> {
 
     fn size_hint(&self) -> hyper::body::SizeHint {
         self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The same text as `{:.3}` of the float milliseconds, away from exact half-microsecond ties (where the float's
+    /// own rounding error decides).
+    #[test]
+    fn millis_print_as_the_float_did() {
+        let mut nanos: u64 = 0;
+        let mut checked = 0;
+        while nanos < 200_000_000_000 {
+            if nanos % 1000 != 500 {
+                let d = Duration::from_nanos(nanos);
+                assert_eq!(Millis(d).to_string(), format!("{:.3}", d.as_secs_f64() * 1000.0), "{nanos} ns");
+                checked += 1;
+            }
+            nanos = nanos * 3 / 2 + 7_919;
+        }
+        assert!(checked > 30, "{checked}");
+        assert_eq!(Millis(Duration::from_micros(4)).to_string(), "0.004");
+        assert_eq!(Millis(Duration::from_millis(1234)).to_string(), "1234.000");
+    }
+
+    #[test]
+    fn close_is_found_among_connection_options() {
+        assert!(says_close(&header::HeaderValue::from_static("keep-alive, Close")));
+        assert!(!says_close(&header::HeaderValue::from_static("keep-alive, closed")));
     }
 }
