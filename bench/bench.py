@@ -37,6 +37,8 @@ TEMPDB = TARGET / "release" / "billing-tempdb"
 # The floor of billing's HTTP stack (testkit/src/bin/billing-ping-reference.rs): the `ping` case's ceiling.
 REFERENCE = TARGET / "release" / "billing-ping-reference"
 PAGE_ROWS = 1000
+# The `ping` case's two servers alternate in this many slices of --duration / REFERENCE_SLICES seconds each.
+REFERENCE_SLICES = 5
 MIB = 1024 * 1024
 
 # name, table size it needs (None: whatever is there), wrk path, wrk script, pgbench script, connections.
@@ -298,9 +300,9 @@ def pgbench(db, case, duration, jobs, defines, workdir):
 
 
 def curl_ms(url, repeat=7):
-    """Median wall time of one GET of `url` read to its end by curl, alone. For the 100k-row listing this is the
-    service's time: wrk's chunked-body parsing is slow enough at 9 MB (about 80 ms where curl takes under 40 on this
-    machine) that wrk's figure is mostly wrk."""
+    """Median wall time of one GET of `url` read to its end by curl, alone: the target's figure for the 100k-row
+    listing. wrk's figure for it was once about 40 ms longer than curl's; that was billing's missing TCP_NODELAY (the
+    body's end waited for wrk's delayed ACK), not wrk, and the two agree since (docs/benchmarks.md)."""
     times = []
     for _ in range(repeat):
         out = run(["curl", "-sS", "-o", "/dev/null", "-w", "%{time_total}", url], timeout=120)
@@ -409,12 +411,12 @@ def one_run(index, args, db, billing, base, sampler, workdir, ref):
             last = max(db.count() - PAGE_ROWS, 0)
             wrk_args, defines = ["0", str(last)], {"after_max": last}
 
-        def service():
-            if args.warmup:
-                wrk(base, case, args.warmup, args.threads, wrk_args, workdir)
+        def service(duration=args.duration, warmup=args.warmup):
+            if warmup:
+                wrk(base, case, warmup, args.threads, wrk_args, workdir)
             batches0, counters0 = batch_histogram(base), payment_counters(base)
             t0, cpu0, m0 = time.monotonic(), proc_cpu_seconds(billing.pid), machine_cpu()
-            r = wrk(base, case, args.duration, args.threads, wrk_args, workdir)
+            r = wrk(base, case, duration, args.threads, wrk_args, workdir)
             cpu1, m1 = proc_cpu_seconds(billing.pid), machine_cpu()
             if case["name"] in ("add", "add_keyed"):
                 r["batches"] = batch_delta(batches0, batch_histogram(base))
@@ -425,17 +427,19 @@ def one_run(index, args, db, billing, base, sampler, workdir, ref):
             peak, steady = sampler.window(t0, time.monotonic())
             r["rss_peak_mib"], r["rss_steady_mib"] = peak, steady
             # CPU the service itself spent per request: far steadier than req/s on a shared machine.
+            r["cpu_s"] = cpu1 - cpu0
             r["cpu_us_per_req"] = (cpu1 - cpu0) * 1e6 / max(r["requests"], 1)
             r.update(cpu_shares(m0, m1))
             return r
 
-        def ceiling():
+        def ceiling(duration=args.duration, warmup=args.warmup):
             if case.get("reference"):
-                if args.warmup:
-                    wrk(reference, case, args.warmup, args.threads, wrk_args, workdir)
+                if warmup:
+                    wrk(reference, case, warmup, args.threads, wrk_args, workdir)
                 m0, cpu0 = machine_cpu(), proc_cpu_seconds(reference_proc.pid)
-                r = wrk(reference, case, args.duration, args.threads, wrk_args, workdir)
-                r["cpu_us_per_req"] = (proc_cpu_seconds(reference_proc.pid) - cpu0) * 1e6 / max(r["requests"], 1)
+                r = wrk(reference, case, duration, args.threads, wrk_args, workdir)
+                r["cpu_s"] = proc_cpu_seconds(reference_proc.pid) - cpu0
+                r["cpu_us_per_req"] = r["cpu_s"] * 1e6 / max(r["requests"], 1)
                 r.update(cpu_shares(m0, machine_cpu()))
                 return r
             if case["sql"] is None:
@@ -448,7 +452,24 @@ def one_run(index, args, db, billing, base, sampler, workdir, ref):
             return r
 
         load_before = load_avg()
-        if service_first:
+        if case.get("reference"):
+            # Two HTTP servers on one machine: the machine's speed drifts by 10-20 % within a minute here (the
+            # reference alone took 10.6-13.5 µs of CPU per request across runs), and one 12 s window each puts that
+            # drift into the ratio. So the two alternate in REFERENCE_SLICES slices of equal length, and each side is
+            # the sum of its slices (docs/benchmarks.md, "Which figures hold where").
+            service(duration=1, warmup=args.warmup)
+            ceiling(duration=1, warmup=args.warmup)
+            part = max(1, round(args.duration / REFERENCE_SLICES))
+            svc_parts, ref_parts = [], []
+            for k in range(REFERENCE_SLICES):
+                if (k + index) % 2 == 0:
+                    svc_parts.append(service(duration=part, warmup=0))
+                    ref_parts.append(ceiling(duration=part, warmup=0))
+                else:
+                    ref_parts.append(ceiling(duration=part, warmup=0))
+                    svc_parts.append(service(duration=part, warmup=0))
+            svc, pg = combine_slices(svc_parts), combine_slices(ref_parts)
+        elif service_first:
             svc, pg = service(), ceiling()
         else:
             pg, svc = ceiling(), service()
@@ -479,6 +500,28 @@ def one_run(index, args, db, billing, base, sampler, workdir, ref):
             + (f"; {entry['vs_unkeyed']:.2f}x unkeyed add" if "vs_unkeyed" in entry else "")
             + f" (load {load_before[0]:.2f})")
     return results
+
+
+def combine_slices(parts):
+    """One side's figures from its alternating slices: rates and CPU per request from the sums, latency percentiles
+    as the median over the slices, the peak as the highest."""
+    requests = sum(p["requests"] for p in parts)
+    seconds = sum(p["raw"]["duration_us"] for p in parts) / 1e6
+    out = {"rps": requests / seconds, "requests": requests, "errors": sum(p["errors"] for p in parts),
+           "slices": len(parts), "slice_rps": [p["rps"] for p in parts],
+           "cpu_s": sum(p["cpu_s"] for p in parts),
+           "max_ms": max(p["max_ms"] for p in parts),
+           "mean_ms": sum(p["mean_ms"] * p["requests"] for p in parts) / max(requests, 1),
+           "mib_per_s": sum(p["mib_per_s"] * p["raw"]["duration_us"] for p in parts) / 1e6 / seconds}
+    out["cpu_us_per_req"] = out["cpu_s"] * 1e6 / max(requests, 1)
+    for key in ("p50_ms", "p90_ms", "p99_ms", "cpu_busy", "cpu_niced", "cpu_steal"):
+        out[key] = statistics.median(p[key] for p in parts)
+    peaks = [p["rss_peak_mib"] for p in parts if p.get("rss_peak_mib") is not None]
+    if peaks or any("rss_peak_mib" in p for p in parts):
+        out["rss_peak_mib"] = max(peaks) if peaks else None
+        steady = [p["rss_steady_mib"] for p in parts if p.get("rss_steady_mib") is not None]
+        out["rss_steady_mib"] = statistics.median(steady) if steady else None
+    return out
 
 
 def batch_histogram(base):

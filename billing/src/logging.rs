@@ -10,8 +10,8 @@
 //! access lines gathered before it, so the log keeps its order, and a warning or an error is never late. What is
 //! still gathered is written at exit and before a panic's message.
 //!
-//! In the text format, uncoloured (the log is not a terminal), an access line is also formatted here, straight into
-//! the gathered bytes, in exactly env_logger's shape ([`write_access_line`]): through env_logger each line was
+//! In the text format, uncoloured (the log is not a terminal), an access line is also formatted here, in a buffer
+//! of the thread's own that is then copied to the gathered bytes, in exactly env_logger's shape ([`write_access_line`]): through env_logger each line was
 //! formatted into a buffer of its own, copied again to strip colours it did not have, and stamped with a freshly
 //! printed time, about a tenth of a `GET /ping`'s CPU (docs/benchmarks.md, "The access line is formatted in
 //! place"). Every other line, and every line in JSON or in colour, is env_logger's.
@@ -43,6 +43,8 @@ thread_local! {
     static MAY_WAIT: Cell<bool> = const { Cell::new(false) };
     /// The second last stamped on an access line by this thread, and its text (`2026-12-06T18:49:46Z`).
     static STAMP: RefCell<(u64, [u8; 20])> = const { RefCell::new((u64::MAX, [b'0'; 20])) };
+    /// The access line being formatted by this thread ([`Output::add_with`]).
+    static LINE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 struct Output {
@@ -67,16 +69,14 @@ impl Output {
         }
     }
 
-    /// Like [`Output::add`] for a line that may wait, written by `write` straight into the gathered bytes.
+    /// Like [`Output::add`] for a line that may wait, formatted by `write` into this thread's own buffer first, so
+    /// that the lock every request thread takes is held only to copy the finished line.
     fn add_with(&self, write: impl FnOnce(&mut Vec<u8>)) {
-        let full = {
-            let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-            write(&mut pending);
-            pending.len() >= FLUSH_AT
-        };
-        if full {
-            self.flush();
-        }
+        LINE.with_borrow_mut(|line| {
+            line.clear();
+            write(line);
+            self.add(line, true);
+        });
     }
 
     fn flush(&self) {
