@@ -46,9 +46,9 @@ CASES = [
     {"name": "getall_1k", "rows": 1000, "path": "/getall", "lua": "plain.lua", "sql": "getall.sql", "conns": 32},
     {"name": "getall_100k", "rows": 100000, "path": "/getall", "lua": "plain.lua", "sql": "getall.sql", "conns": 32},
     {"name": "getall_100k_c1", "rows": 100000, "path": "/getall", "lua": "plain.lua", "sql": "getall.sql", "conns": 1},
-    {"name": "get", "rows": 100000, "path": "/get/1", "lua": "get.lua", "sql": "get.sql", "conns": 32},
+    {"name": "get", "rows": 100000, "path": "/get/1", "lua": "random_path.lua", "sql": "get.sql", "conns": 32},
     # Keyset pages of 1,000 rows from random places in the 100,000 (issue 24), as a feed consumer reads them.
-    {"name": "page", "rows": 100000, "path": "/getall", "lua": "page.lua", "sql": "page.sql", "conns": 32},
+    {"name": "page", "rows": 100000, "path": "/getall", "lua": "random_path.lua", "sql": "page.sql", "conns": 32},
     {"name": "add", "rows": None, "path": "/add", "lua": "add.lua", "sql": "add.sql", "conns": 32},
     # The same payments, each request with its own fresh Idempotency-Key (issue 21), against the same one-row
     # INSERT; reported against unkeyed `add` of the same run too ("keyed/unkeyed").
@@ -406,18 +406,17 @@ def one_run(index, args, db, billing, base, sampler, workdir, ref):
         wrk_args, defines = [], {}
         if case["name"] == "get":
             n = db.count()
-            wrk_args, defines = ["1", str(n)], {"id_min": 1, "id_max": n}
+            wrk_args, defines = ["1", str(n), "/get/{n}"], {"id_min": 1, "id_max": n}
         if case["name"] == "page":
             last = max(db.count() - PAGE_ROWS, 0)
-            wrk_args, defines = ["0", str(last)], {"after_max": last}
+            wrk_args, defines = ["0", str(last), f"/getall?limit={PAGE_ROWS}&after_id={{n}}"], {"after_max": last}
 
         def service(duration=args.duration, warmup=args.warmup):
             if warmup:
                 wrk(base, case, warmup, args.threads, wrk_args, workdir)
             batches0, counters0 = batch_histogram(base), payment_counters(base)
-            t0, cpu0, m0 = time.monotonic(), proc_cpu_seconds(billing.pid), machine_cpu()
-            r = wrk(base, case, duration, args.threads, wrk_args, workdir)
-            cpu1, m1 = proc_cpu_seconds(billing.pid), machine_cpu()
+            t0 = time.monotonic()
+            r = measured_wrk(base, billing.pid, case, duration, args.threads, wrk_args, workdir)
             if case["name"] in ("add", "add_keyed"):
                 r["batches"] = batch_delta(batches0, batch_histogram(base))
                 counters1 = payment_counters(base)
@@ -426,22 +425,13 @@ def one_run(index, args, db, billing, base, sampler, workdir, ref):
                 r.update({k: counters1.get(k, 0) - counters0.get(k, 0) for k in ("created", "replayed")})
             peak, steady = sampler.window(t0, time.monotonic())
             r["rss_peak_mib"], r["rss_steady_mib"] = peak, steady
-            # CPU the service itself spent per request: far steadier than req/s on a shared machine.
-            r["cpu_s"] = cpu1 - cpu0
-            r["cpu_us_per_req"] = (cpu1 - cpu0) * 1e6 / max(r["requests"], 1)
-            r.update(cpu_shares(m0, m1))
             return r
 
         def ceiling(duration=args.duration, warmup=args.warmup):
             if case.get("reference"):
                 if warmup:
                     wrk(reference, case, warmup, args.threads, wrk_args, workdir)
-                m0, cpu0 = machine_cpu(), proc_cpu_seconds(reference_proc.pid)
-                r = wrk(reference, case, duration, args.threads, wrk_args, workdir)
-                r["cpu_s"] = proc_cpu_seconds(reference_proc.pid) - cpu0
-                r["cpu_us_per_req"] = r["cpu_s"] * 1e6 / max(r["requests"], 1)
-                r.update(cpu_shares(m0, machine_cpu()))
-                return r
+                return measured_wrk(reference, reference_proc.pid, case, duration, args.threads, wrk_args, workdir)
             if case["sql"] is None:
                 return None
             if args.warmup:
@@ -457,8 +447,9 @@ def one_run(index, args, db, billing, base, sampler, workdir, ref):
             # reference alone took 10.6-13.5 µs of CPU per request across runs), and one 12 s window each puts that
             # drift into the ratio. So the two alternate in REFERENCE_SLICES slices of equal length, and each side is
             # the sum of its slices (docs/benchmarks.md, "Which figures hold where").
-            service(duration=1, warmup=args.warmup)
-            ceiling(duration=1, warmup=args.warmup)
+            if args.warmup:
+                wrk(base, case, args.warmup, args.threads, wrk_args, workdir)
+                wrk(reference, case, args.warmup, args.threads, wrk_args, workdir)
             part = max(1, round(args.duration / REFERENCE_SLICES))
             svc_parts, ref_parts = [], []
             for k in range(REFERENCE_SLICES):
@@ -502,6 +493,17 @@ def one_run(index, args, db, billing, base, sampler, workdir, ref):
     return results
 
 
+def measured_wrk(url, pid, case, duration, threads, wrk_args, workdir):
+    """wrk against `url`, with the CPU the server `pid` spent meanwhile (per request: far steadier than req/s on a
+    shared machine) and the machine's CPU shares."""
+    cpu0, m0 = proc_cpu_seconds(pid), machine_cpu()
+    r = wrk(url, case, duration, threads, wrk_args, workdir)
+    r["cpu_s"] = proc_cpu_seconds(pid) - cpu0
+    r["cpu_us_per_req"] = r["cpu_s"] * 1e6 / max(r["requests"], 1)
+    r.update(cpu_shares(m0, machine_cpu()))
+    return r
+
+
 def combine_slices(parts):
     """One side's figures from its alternating slices: rates and CPU per request from the sums, latency percentiles
     as the median over the slices, the peak as the highest."""
@@ -516,8 +518,8 @@ def combine_slices(parts):
     out["cpu_us_per_req"] = out["cpu_s"] * 1e6 / max(requests, 1)
     for key in ("p50_ms", "p90_ms", "p99_ms", "cpu_busy", "cpu_niced", "cpu_steal"):
         out[key] = statistics.median(p[key] for p in parts)
-    peaks = [p["rss_peak_mib"] for p in parts if p.get("rss_peak_mib") is not None]
-    if peaks or any("rss_peak_mib" in p for p in parts):
+    if "rss_peak_mib" in parts[0]:  # the service's slices: the reference server's memory is not sampled
+        peaks = [p["rss_peak_mib"] for p in parts if p["rss_peak_mib"] is not None]
         out["rss_peak_mib"] = max(peaks) if peaks else None
         steady = [p["rss_steady_mib"] for p in parts if p.get("rss_steady_mib") is not None]
         out["rss_steady_mib"] = statistics.median(steady) if steady else None

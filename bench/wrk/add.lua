@@ -1,5 +1,5 @@
 -- POST /add with a different client (1..1000) and amount (1..1000000) on every request, as pgbench/add.sql does.
--- As in get.lua, the request is wrk.format's once, split where the two numbers go.
+-- As in random_path.lua, the request is wrk.format's once, split where the two numbers go.
 local parts = {}
 function init(args)
   -- Each wrk thread has its own Lua state: seed each differently so threads do not send the same sequence.

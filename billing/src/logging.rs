@@ -10,11 +10,11 @@
 //! access lines gathered before it, so the log keeps its order, and a warning or an error is never late. What is
 //! still gathered is written at exit and before a panic's message.
 //!
-//! In the text format, uncoloured (the log is not a terminal), an access line is also formatted here, in a buffer
-//! of the thread's own that is then copied to the gathered bytes, in exactly env_logger's shape ([`write_access_line`]): through env_logger each line was
-//! formatted into a buffer of its own, copied again to strip colours it did not have, and stamped with a freshly
-//! printed time, about a tenth of a `GET /ping`'s CPU (docs/benchmarks.md, "The access line is formatted in
-//! place"). Every other line, and every line in JSON or in colour, is env_logger's.
+//! In the text format, uncoloured (the log is not a terminal), an access line is also formatted here, in exactly
+//! env_logger's shape ([`write_access_line`]), in a buffer of the thread's own that is then copied to the gathered
+//! bytes: through env_logger each line was formatted into a buffer of its own, copied again to strip colours it did
+//! not have, and stamped with a freshly printed time, about a tenth of a `GET /ping`'s CPU (docs/benchmarks.md, "The
+//! access line is formatted in place"). Every other line, and every line in JSON or in colour, is env_logger's.
 
 use std::cell::{Cell, RefCell};
 use std::io::Write;
