@@ -146,6 +146,21 @@ build_versitygw() {
   rmdir "$dir.tmp"
 }
 
+# The Barman Cloud plugin of CloudNativePG (cmd/manager: `operator`, the plugin's server the CloudNativePG
+# operator calls over mTLS, and `instance`, the sidecar it injects into every PostgreSQL pod of a Cluster that
+# archives through it), from its published module as `go install` builds it (no replace directives).
+build_barman_cloud() {
+  local dir=$BARMAN_CLOUD_BIN
+  if [[ -x $dir/manager ]]; then log "plugin-barman-cloud: cached in $dir"; return; fi
+  log "plugin-barman-cloud $BARMAN_CLOUD_PLUGIN_VERSION: go install github.com/cloudnative-pg/plugin-barman-cloud/cmd/manager@$BARMAN_CLOUD_PLUGIN_VERSION"
+  mkdir -p "$dir.tmp"
+  GOBIN=$dir.tmp GOFLAGS="$GOFLAGS" "${nice[@]}" go install -ldflags "-s -w" \
+    "github.com/cloudnative-pg/plugin-barman-cloud/cmd/manager@$BARMAN_CLOUD_PLUGIN_VERSION"
+  mkdir -p "$dir"
+  mv "$dir.tmp/manager" "$dir/manager"
+  rmdir "$dir.tmp"
+}
+
 what=${1:-all}
 case $what in
   k8s) build_k8s ;;
@@ -155,6 +170,8 @@ case $what in
   prometheus) build_prometheus ;;
   cnpg) build_cnpg ;;
   versitygw) build_versitygw ;;
+  barman-cloud) build_barman_cloud ;;
+  backup) build_versitygw; build_barman_cloud ;;
   all)
     build_k8s
     build_etcd
@@ -163,5 +180,5 @@ case $what in
     build_prometheus
     build_cnpg
     ;;
-  *) echo "usage: $0 [all|k8s|etcd|coredns|provisioner|prometheus|cnpg|versitygw]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|k8s|etcd|coredns|provisioner|prometheus|cnpg|versitygw|barman-cloud|backup]" >&2; exit 2 ;;
 esac

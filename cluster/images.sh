@@ -22,8 +22,15 @@
 #   localhost/versitygw:<version>            cmd/versitygw of github.com/versity/versitygw (build.sh versitygw):
 #                                            an S3 server, `versitygw posix <dir>` on port 7070, for CloudNativePG's
 #                                            backups; only on request (images.sh versitygw), not in `all`
+#   localhost/plugin-barman-cloud:<version>-barman-<version>
+#                                            CloudNativePG's Barman Cloud plugin (build.sh barman-cloud) at /manager
+#                                            and barman's barman-cloud-* tools in /venv (rootfs.sh barman-cloud):
+#                                            both the plugin's operator (`/manager operator`) and the sidecar it
+#                                            injects into PostgreSQL pods (`/manager instance`), as its
+#                                            Dockerfile.plugin and Dockerfile.sidecar make them; only on request
+#                                            (images.sh barman-cloud)
 #
-# Usage: images.sh [all|base|billing|cnpg|pause|postgres|curl|prometheus|versitygw]   (billing images are rebuilt whenever the binary changes)
+# Usage: images.sh [all|base|billing|cnpg|pause|postgres|curl|prometheus|versitygw|barman-cloud|backup]   (billing images are rebuilt whenever the binary changes)
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)
@@ -157,6 +164,25 @@ img_cnpg_postgres() {
   rm -rf "$w"
 }
 
+# One image for the plugin's two containers: Dockerfile.sidecar's layout (/venv on PATH, /manager the entry
+# point, UID 26 as CloudNativePG's postgres user), which also runs `manager operator` as Dockerfile.plugin's
+# distroless image would. The postgres user 26 is added so that the tools' getpwuid() finds a name.
+img_barman_cloud() {
+  [[ -s $IMAGES_DIR/barman-cloud.tar ]] && return
+  [[ -x $BARMAN_CLOUD_BIN/manager ]] || { log "barman-cloud: $BARMAN_CLOUD_BIN/manager missing (run cluster/build.sh barman-cloud first)"; return 1; }
+  bash "$here/rootfs.sh" barman-cloud
+  local w; w=$(mktemp -d)
+  tar -C "$w" -xf "$R/barman-cloud-$BARMAN_VERSION.tar" ./etc/passwd ./etc/group
+  echo 'postgres:x:26:26:PostgreSQL:/var/lib/postgresql:/bin/sh' >>"$w/etc/passwd"
+  echo 'postgres:x:26:' >>"$w/etc/group"
+  install -m 755 "$BARMAN_CLOUD_BIN/manager" "$w/manager"
+  mk_layer "$w/layer.tar" "manager=$w/manager" "etc/passwd=$w/etc/passwd" "etc/group=$w/etc/group"
+  LAYERS=("$R/barman-cloud-$BARMAN_VERSION.tar" "$w/layer.tar")
+  oci_build barman-cloud "$IMG_BARMAN_CLOUD" --config.entrypoint /manager --config.user 26:26 \
+    --config.env "PATH=/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" --config.env LANG=C.UTF-8
+  rm -rf "$w"
+}
+
 img_curl() {
   [[ -s $IMAGES_DIR/curl.tar ]] && return
   local w; w=$(mktemp -d)
@@ -217,6 +243,11 @@ case $what in
   curl) img_curl ;;
   prometheus) img_from_go prometheus "$IMG_PROMETHEUS" "$PROMETHEUS_BIN/prometheus" ;;
   versitygw) img_from_go versitygw "$IMG_VERSITYGW" "$VERSITYGW_BIN/versitygw" ;;
+  barman-cloud) img_barman_cloud ;;
+  backup)
+    img_from_go versitygw "$IMG_VERSITYGW" "$VERSITYGW_BIN/versitygw"
+    img_barman_cloud
+    ;;
   all) "$0" base; img_billing || true ;;
-  *) echo "usage: $0 [all|base|billing|cnpg|pause|postgres|curl|prometheus|versitygw]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|base|billing|cnpg|pause|postgres|curl|prometheus|versitygw|barman-cloud|backup]" >&2; exit 2 ;;
 esac

@@ -4,6 +4,9 @@
 #   base.tar      debootstrap --variant=minbase bookworm
 #   postgres.tar  base + postgresql-15 (no cluster created; see image entrypoint)
 #   tools.tar     base + curl and iproute2 (the temporary client pod)
+#   barman-cloud-<version>.tar   base + python3 and a virtualenv /venv holding barman's barman-cloud-* tools
+#                 (images/barman-cloud-requirements.txt, wheels fetched from PyPI by the host's pip), for the
+#                 Barman Cloud plugin's sidecar; only on request: rootfs.sh barman-cloud
 # All mounts made while building live in a private mount namespace (unshare -m)
 # and vanish with it.
 set -euo pipefail
@@ -88,7 +91,44 @@ derived() { # name packages...
   rm -rf "$d"
 }
 
-base
-derived postgres "postgresql-$PG_MAJOR"
-derived tools curl ca-certificates iproute2
+# base + python3 + /venv with the barman-cloud-* tools. The wheels are fetched on the host (its pip has PyPI),
+# for CPython 3.11 on manylinux (bookworm's python3), and installed in the chroot from that directory alone,
+# without their dependencies: the requirements file lists every one.
+barman_cloud() {
+  local name=barman-cloud-$BARMAN_VERSION
+  [[ -s $R/$name.tar ]] && { log "$name: cached"; return; }
+  local d=$R/$name.d req=$here/images/barman-cloud-requirements.txt
+  grep -qx "barman==$BARMAN_VERSION" "$req" || { log "$req does not pin barman==$BARMAN_VERSION (versions.sh)"; exit 1; }
+  rm -rf "$d"; mkdir -p "$d"
+  tar -C "$d" -xf "$R/base.tar"
+  log "$name: apt-get install python3 python3-venv"
+  in_chroot "$d" apt-get update -qq
+  in_chroot "$d" apt-get install -y -qq --no-install-recommends python3 python3-venv >"$R/$name-apt.log" 2>&1 \
+    || { tail -20 "$R/$name-apt.log" >&2; exit 1; }
+  in_chroot "$d" apt-get clean
+  log "$name: pip download -r $req (CPython 3.11, manylinux x86_64)"
+  mkdir -p "$d/tmp/wheels"
+  pip download -q --only-binary=:all: --no-deps --python-version 3.11 --implementation cp --abi cp311 \
+    --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 -r "$req" -d "$d/tmp/wheels" >&2
+  in_chroot "$d" python3 -m venv /venv
+  in_chroot "$d" sh -c '/venv/bin/pip install -q --no-index --no-deps --no-cache-dir --disable-pip-version-check /tmp/wheels/*.whl'
+  rm -rf "$d/tmp/wheels"
+  in_chroot "$d" /venv/bin/python3 -c 'import barman.clients.cloud_walarchive, boto3, psycopg2'
+  in_chroot "$d" /venv/bin/barman-cloud-wal-archive --version >&2
+  # byte code compiled now, as root: the sidecar runs as UID 26 and cannot write it at run time
+  in_chroot "$d" /venv/bin/python3 -m compileall -q /venv /usr/lib/python3.11 >/dev/null || true
+  slim "$d"
+  tar -C "$d" --numeric-owner -cf "$R/$name.tar.tmp" . && mv "$R/$name.tar.tmp" "$R/$name.tar"
+  rm -rf "$d"
+}
+
+case ${1:-all} in
+  all)
+    base
+    derived postgres "postgresql-$PG_MAJOR"
+    derived tools curl ca-certificates iproute2
+    ;;
+  barman-cloud) base; barman_cloud ;;
+  *) echo "usage: $0 [all|barman-cloud]" >&2; exit 2 ;;
+esac
 log "done: $(printf '%s ' "$R"/*.tar)"

@@ -8,7 +8,9 @@ PROMETHEUS_MODULE_VERSION=v0.316.0   # github.com/prometheus/prometheus (Go modu
 PROMETHEUS_VERSION=v3.16.0           # the release that module version is (its VERSION file)
 PROMETHEUS_OPERATOR_VERSION=v0.94.1  # github.com/prometheus-operator/prometheus-operator: its CRDs (example/prometheus-operator-crd); v0.95.x answer 403 here
 CNPG_VERSION=v1.30.0                 # github.com/cloudnative-pg/cloudnative-pg (see cnpg/go.mod): the HA scenario's operator
-VERSITYGW_VERSION=v1.8.0             # github.com/versity/versitygw: an S3 server (posix backend) for CloudNativePG's backups; built only on request (build.sh versitygw)
+VERSITYGW_VERSION=v1.8.0             # github.com/versity/versitygw: an S3 server (posix backend) for CloudNativePG's backups (the HA scenario)
+BARMAN_CLOUD_PLUGIN_VERSION=v0.14.0  # github.com/cloudnative-pg/plugin-barman-cloud: v0.15.0's dependencies barman-cloud@v0.6.0 and machinery@v0.6.0 answer 403 here; v0.14.0 requires exactly cloudnative-pg v1.30.0
+BARMAN_VERSION=3.19.1                # PyPI barman, the barman-cloud-* tools in the plugin's sidecar (as plugin v0.14.0 pins it; 3.20.x needs Python >= 3.12, bookworm has 3.11)
 CLUSTER_CACHE=${CLUSTER_CACHE:-/var/cache/billing-cluster}
 K8S_BIN=$CLUSTER_CACHE/k8s-$K8S_VERSION/bin
 COREDNS_BIN=$CLUSTER_CACHE/coredns-$COREDNS_VERSION/bin
@@ -17,6 +19,7 @@ ETCD_BIN=$CLUSTER_CACHE/etcd-$ETCD_VERSION/bin
 PROMETHEUS_BIN=$CLUSTER_CACHE/prometheus-$PROMETHEUS_VERSION/bin
 CNPG_BIN=$CLUSTER_CACHE/cnpg-$CNPG_VERSION/bin
 VERSITYGW_BIN=$CLUSTER_CACHE/versitygw-$VERSITYGW_VERSION/bin
+BARMAN_CLOUD_BIN=$CLUSTER_CACHE/plugin-barman-cloud-$BARMAN_CLOUD_PLUGIN_VERSION/bin
 DEBIAN_SUITE=bookworm                # base of the postgres, curl and billing images (matches the service's Debian 12 glibc)
 PG_MAJOR=15                          # Debian bookworm's postgresql-15
 PAUSE_TAG=3.10-local
@@ -31,5 +34,7 @@ IMG_CNPG=localhost/cloudnative-pg:${CNPG_VERSION#v}
 # CloudNativePG reads the major version from the tag's leading number, and wants the postgres user as UID 26
 IMG_CNPG_POSTGRES=localhost/cnpg-postgresql:$PG_MAJOR-debian12
 IMG_VERSITYGW=localhost/versitygw:${VERSITYGW_VERSION#v}
+# the Barman Cloud plugin's operator and its sidecar in one image: /manager (cmd/manager) and barman-cloud-* in /venv
+IMG_BARMAN_CLOUD=localhost/plugin-barman-cloud:${BARMAN_CLOUD_PLUGIN_VERSION#v}-barman-$BARMAN_VERSION
 IMG_BILLING_REPO=localhost/billing
 BILLING_TAGS="v1.1 v2.0"

@@ -19,6 +19,13 @@
       recorded"): a 500, any other status or text, or no answer at all (billing stays up through a failover and
       answers every request within its own time-outs, well inside --timeout).
 
+  ha_load.py pitr --results F.jsonl [--results G.jsonl ...] --committed C.txt --target T [--json OUT]
+      After a point-in-time recovery to T (Unix seconds): C.txt holds the recovered ledger's rows, "client_id id"
+      per line. Every payment acknowledged (its 201 answered) before T must be there once, under the id it was
+      acknowledged with; no payment first sent after T may be there (the recovery went past its target). Prints
+      the counts (acknowledged before T, present, missing; acknowledged after T, absent by design) and exits 1 on
+      a missing, duplicated, renumbered or too-new payment.
+
 Standard library only: it runs on the host that runs the cluster, against the billing Service's address.
 """
 
@@ -190,6 +197,60 @@ def report(args):
     return 1 if bad else 0
 
 
+def pitr(args):
+    rows = []
+    for f in args.results:
+        rows += [json.loads(line) for line in open(f, encoding="utf-8") if line.strip()]
+    ledger = {}
+    for line in open(args.committed, encoding="utf-8"):
+        if line.strip():
+            cid, _, row_id = line.strip().partition(" ")
+            ledger.setdefault(cid, []).append(row_id)
+    target = args.target
+    payments = {}
+    for r in rows:
+        payments.setdefault(r["client_id"], []).append(r)
+    acked = {cid: next(r for r in tries if r["status"] == 201) for cid, tries in payments.items()
+             if any(r["status"] == 201 for r in tries)}
+    before = {cid: r for cid, r in acked.items() if r["answered"] < target}
+    after = {cid: r for cid, r in acked.items() if r["answered"] >= target}
+    missing = sorted(cid for cid in before if cid not in ledger)
+    wrong_id = sorted(cid for cid, r in before.items() if cid in ledger and ledger[cid] != [r["id"]])
+    duplicated = sorted(cid for cid, ids in ledger.items() if len(ids) > 1)
+    too_new = sorted(cid for cid, tries in payments.items() if cid in ledger and min(t["sent"] for t in tries) > target)
+    result = {
+        "acknowledged_before_target": len(before),
+        "acknowledged_before_target_present": len(before) - len(missing),
+        "acknowledged_before_target_missing": len(missing),
+        "acknowledged_with_another_id": len(wrong_id),
+        "duplicated": len(duplicated),
+        "acknowledged_after_target": len(after),
+        "acknowledged_after_target_present": sum(cid in ledger for cid in after),
+        "first_sent_after_target_present": len(too_new),
+        "seconds_last_201_before_target_to_target": round(target - max(r["answered"] for r in before.values()), 2)
+        if before else None,
+    }
+    for key, value in result.items():
+        print(f"  {key}: {value}")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=2)
+    bad = []
+    if not before:
+        bad.append("no payment was acknowledged before the target: nothing was checked")
+    if missing:
+        bad.append(f"{len(missing)} payments acknowledged before the target are not in the recovered ledger, e.g. {missing[:5]}")
+    if wrong_id:
+        bad.append(f"{len(wrong_id)} payments are recovered under another id than acknowledged, e.g. {wrong_id[:5]}")
+    if duplicated:
+        bad.append(f"{len(duplicated)} payments have more than one row, e.g. {duplicated[:5]}")
+    if too_new:
+        bad.append(f"{len(too_new)} payments first sent after the target are in the recovered ledger, e.g. {too_new[:5]}")
+    for b in bad:
+        print(f"  FAILED: {b}")
+    return 1 if bad else 0
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -206,6 +267,11 @@ def main():
     rp.add_argument("--committed", required=True)
     rp.add_argument("--kill-at", type=float, required=True)
     rp.add_argument("--json")
+    pp = sub.add_parser("pitr")
+    pp.add_argument("--results", required=True, action="append")
+    pp.add_argument("--committed", required=True)
+    pp.add_argument("--target", type=float, required=True)
+    pp.add_argument("--json")
     args = p.parse_args()
     if args.cmd == "load":
         if not 1 <= args.clients <= 256 or not 0 < args.seconds <= 600:
@@ -216,6 +282,8 @@ def main():
             # Services) are ever loaded.
             p.error(f"refusing to load {host}: only loopback or the local cluster's 10.x addresses")
         return load(args)
+    if args.cmd == "pitr":
+        return pitr(args)
     return report(args)
 
 
