@@ -581,6 +581,37 @@ async fn requests_sent_just_after_sigterm_on_kept_alive_connections_are_answered
     Ok(())
 }
 
+/// SIGTERM while clients hold kept-alive connections and send nothing more: once the drain's grace (2 s) is over,
+/// the server closes them itself and exits, rather than waiting for each to time out (`HEADER_READ_TIMEOUT_SECS`,
+/// 60 s here) or for `SHUTDOWN_TIMEOUT_SECS` (60 s here) to cut the stop short.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_kept_alive_connections_are_closed_at_the_end_of_the_drain() -> TestResult {
+    use tokio::io::AsyncReadExt;
+    let mut app = TestApp::start_with(&[("HEADER_READ_TIMEOUT_SECS", "60"), ("SHUTDOWN_TIMEOUT_SECS", "60")])?;
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        let mut stream = tokio::net::TcpStream::connect(app.service.addr()).await?;
+        assert_eq!(keep_alive_request(&mut stream, "/ping").await?, (200, String::new()), "before SIGTERM");
+        idle.push(stream);
+    }
+    app.service.signal(libc::SIGTERM)?;
+    let signalled = Instant::now();
+    wait_until_refused(app.service.addr(), Duration::from_secs(10))?;
+    for mut stream in idle {
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut rest)).await;
+        assert!(matches!(read, Ok(Ok(0))), "an idle connection was not closed by the server: {read:?} {rest:?}");
+    }
+    let status = app.service.wait_exit(Duration::from_secs(20))?;
+    let took = signalled.elapsed();
+    assert_eq!(status.code(), Some(0), "{}", app.service.log());
+    let log = app.service.log();
+    assert!(!log.contains("exiting anyway"), "{log}");
+    // The grace is 2 s; 10 s leaves a loaded machine room and is far below either 60 s bound.
+    assert!(took < Duration::from_secs(10), "exited {took:?} after SIGTERM");
+    Ok(())
+}
+
 /// Waits until nothing accepts connections at `addr` any more (billing closes its listener on SIGTERM).
 fn wait_until_refused(addr: std::net::SocketAddr, timeout: Duration) -> Result<(), String> {
     let deadline = Instant::now() + timeout;

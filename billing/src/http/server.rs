@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -26,7 +26,6 @@ use hyper::body::Body;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tower_service::Service;
 use warp::http::Response;
@@ -69,7 +68,6 @@ where
         .max_header_size(limits.max_header_bytes)
         // hyper's minimum read buffer is 8 KiB; the header limit is at least that (config/mod.rs).
         .max_buf_size(limits.max_header_bytes);
-    let graceful = GracefulShutdown::new();
     let mut stop = std::pin::pin!(stop);
     loop {
         let stream = tokio::select! {
@@ -102,17 +100,36 @@ where
             draining: Arc::clone(&connections.draining),
             keep_alive: keep_alive.clone(),
         };
-        let watched = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        let served = builder.serve_connection(TokioIo::new(stream), service);
         let connections = Arc::clone(&connections);
         tokio::spawn(async move {
-            tokio::select! {
-                served = watched => if let Err(e) = served {
-                    // A client that hung up mid-request, sent garbage or was too slow: its problem, not the
-                    // server's, so not an error.
-                    log::debug!("connection ended with an error: {e}");
-                },
-                // Dropping the connection closes it; it had no request in flight.
-                () = conn.shed.wait() => log::debug!("closed an idle connection to make room for a new one"),
+            let mut served = std::pin::pin!(served);
+            let mut closing = false;
+            loop {
+                tokio::select! {
+                    // The connection first: it is what wakes this task almost every time.
+                    biased;
+                    result = served.as_mut() => {
+                        if let Err(e) = result {
+                            // A client that hung up mid-request, sent garbage or was too slow: its problem, not the
+                            // server's, so not an error.
+                            log::debug!("connection ended with an error: {e}");
+                        }
+                        break;
+                    }
+                    stop = conn.stop.wait(), if !closing => match stop {
+                        // Dropping the connection closes it; it had no request in flight.
+                        Stop::Shed => {
+                            log::debug!("closed an idle connection to make room for a new one");
+                            break;
+                        }
+                        // hyper closes it now if idle, else after the answer in flight.
+                        Stop::Drain => {
+                            served.as_mut().graceful_shutdown();
+                            closing = true;
+                        }
+                    },
+                }
             }
             connections.remove(conn.id);
         });
@@ -124,7 +141,11 @@ where
     while connections.count() > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    graceful.shutdown().await;
+    // Then the idle ones close, and the server waits for the requests still in flight.
+    connections.stop_all(Stop::Drain);
+    while connections.count() > 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// `Keep-Alive: timeout=<HEADER_READ_TIMEOUT_SECS>`: how long billing keeps an idle connection open. Common clients
@@ -174,7 +195,7 @@ struct Conn {
     /// When it last finished a request or was opened, in ms since `epoch` (that of [`Connections`]).
     last_active: AtomicU64,
     epoch: Instant,
-    shed: Shed,
+    stop: StopSignal,
 }
 
 impl Connections {
@@ -213,7 +234,7 @@ impl Connections {
                 return None;
             };
             // Kept if its task is not waiting yet, so the shed is never lost.
-            victim.shed.signal();
+            victim.stop.raise(Stop::Shed);
             metrics::connection_shed();
             self.warnings
                 .warn(|| format!("{} connections open: closing the longest-idle ones for new clients", self.cap));
@@ -224,11 +245,18 @@ impl Connections {
             in_flight: AtomicUsize::new(0),
             last_active: AtomicU64::new(self.now_ms()),
             epoch: self.started,
-            shed: Shed::default(),
+            stop: StopSignal::default(),
         });
         open.insert(id, Arc::clone(&conn));
         metrics::connections_open(open.len());
         Some(conn)
+    }
+
+    /// Tells every open connection to stop (the end of the drain).
+    fn stop_all(&self, why: Stop) {
+        for conn in self.open.lock().unwrap_or_else(PoisonError::into_inner).values() {
+            conn.stop.raise(why);
+        }
     }
 
     fn remove(&self, id: u64) {
@@ -238,30 +266,52 @@ impl Connections {
     }
 }
 
-/// The signal that closes a connection to make room for a new one: set once, seen by the connection's task whenever
-/// it next waits. Not a `tokio::sync::Notify`: the task polls this beside its connection after every read and write,
-/// and `Notify`'s poll takes a mutex each time, about 2 % of a `GET /ping`'s CPU (docs/benchmarks.md, "The access
-/// line is formatted in place"); this one is two atomic loads and a waker kept unless it changed.
+/// Why a connection's task is told to stop.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Stop {
+    /// Close it now, to make room for a new connection (it is idle).
+    Shed,
+    /// The server is stopping: close it once its answer in flight, if any, is sent.
+    Drain,
+}
+
+/// The signal that stops a connection: set once, seen by the connection's task whenever it next waits. Not a
+/// `tokio::sync::Notify`, nor hyper-util's `GracefulShutdown` (whose per-connection watch is one): the task polls
+/// this beside its connection after every read and write, and `Notify`'s poll takes a mutex each time, about 2 % of a
+/// `GET /ping`'s CPU for each of the two (docs/benchmarks.md, "The access line is formatted in place" and "The
+/// graceful stop without a watch"); this one is two atomic loads and a waker kept unless it changed.
 #[derive(Default)]
-struct Shed {
-    set: AtomicBool,
+struct StopSignal {
+    /// 0, or a [`Stop`] as `1 + its index`.
+    state: AtomicU8,
     waker: AtomicWaker,
 }
 
-impl Shed {
-    fn signal(&self) {
-        self.set.store(true, Ordering::Release);
+impl StopSignal {
+    fn raise(&self, why: Stop) {
+        self.state.store(why as u8 + 1, Ordering::Release);
         self.waker.wake();
     }
 
-    fn wait(&self) -> impl Future<Output = ()> + '_ {
+    fn raised(&self) -> Option<Stop> {
+        match self.state.load(Ordering::Acquire) {
+            0 => None,
+            1 => Some(Stop::Shed),
+            _ => Some(Stop::Drain),
+        }
+    }
+
+    fn wait(&self) -> impl Future<Output = Stop> + '_ {
         std::future::poll_fn(move |cx| {
-            if self.set.load(Ordering::Acquire) {
-                return Poll::Ready(());
+            if let Some(why) = self.raised() {
+                return Poll::Ready(why);
             }
             self.waker.register(cx.waker());
             // A signal between the load and the registration woke the old waker (or none): look again.
-            if self.set.load(Ordering::Acquire) { Poll::Ready(()) } else { Poll::Pending }
+            match self.raised() {
+                Some(why) => Poll::Ready(why),
+                None => Poll::Pending,
+            }
         })
     }
 }
