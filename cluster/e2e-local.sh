@@ -18,7 +18,9 @@
 #     --ha     instead of the course scenario, the high-availability one (e2e/ha.sh): the CloudNativePG
 #              operator built from its Go module (build.sh cnpg, images.sh cnpg) and installed
 #              (cnpg/operator.sh), a task-1 release migrated into a CloudNativePG Cluster, two failovers
-#              under load
+#              under load; then backups through CloudNativePG's Barman Cloud plugin (build.sh/images.sh
+#              backup, cnpg/barman-cloud.sh) to versitygw (cnpg/object-store.sh), an operator's mistake and a
+#              point-in-time recovery into a new release
 # The billing images come from target/release/billing (BILLING_BINARY to
 # override); cluster/images.sh billing re-imports them when the binary changed.
 set -euo pipefail
@@ -140,8 +142,19 @@ if ((do_ha)); then
     fi
   done
   bash "$here/cnpg/operator.sh" install
+  # Issue 23 §4: the Barman Cloud plugin and a real S3 server (versitygw) for backups and point-in-time recovery.
+  bash "$here/build.sh" backup
+  bash "$here/images.sh" backup
+  for img in versitygw:"$IMG_VERSITYGW" barman-cloud:"$IMG_BARMAN_CLOUD"; do
+    if ! ctr_ images ls -q | grep -qx "${img#*:}"; then
+      ctr_ images import "$IMAGES_DIR/${img%%:*}.tar" >/dev/null
+      log "imported ${img#*:}"
+    fi
+  done
+  bash "$here/cnpg/barman-cloud.sh" install
+  bash "$here/cnpg/object-store.sh" install
   "$repo/e2e/ha.sh" --kubectl "$KUBECTL" --helm "${HELM:-$repo/.tools/bin/helm3}" \
-    --client-image "$IMG_CURL" --cnpg-postgres-image "$IMG_CNPG_POSTGRES" \
+    --client-image "$IMG_CURL" --cnpg-postgres-image "$IMG_CNPG_POSTGRES" --backup --s3-secret s3/versitygw-root --s3-url "$(bash "$here/cnpg/object-store.sh" endpoint)" \
     --set "image.repository=$IMG_BILLING_REPO" \
     --set "postgresql.image.repository=${IMG_POSTGRES%:*}" --set "postgresql.image.tag=${IMG_POSTGRES##*:}" \
     --set "tests.image.repository=${IMG_CURL%:*}" --set "tests.image.tag=${IMG_CURL##*:}" \

@@ -8,7 +8,8 @@
       --resolve-seconds after SECONDS. One JSON line per request: the payment's client_id and key, the attempt, when
       it was sent and answered (Unix seconds), the HTTP status (0 when no answer came), whether billing said it was
       a replay, the id it gave, and the answer's text. Bounded: no new payment after SECONDS, no retry after
-      SECONDS + --resolve-seconds, and each request waits at most --timeout seconds.
+      SECONDS + --resolve-seconds, and each request waits at most --timeout seconds. With --stop-file F, no new
+      payment is started once F exists either (the caller ends the load when what it waited for has happened).
 
   ha_load.py report --results F.jsonl --committed C.txt --kill-at T [--json OUT]
       C.txt holds the ledger's rows of the run afterwards, "client_id id" per line. Prints what became of the
@@ -32,6 +33,7 @@ Standard library only: it runs on the host that runs the cluster, against the bi
 import argparse
 import http.client
 import json
+import os
 import sys
 import threading
 import time
@@ -52,7 +54,7 @@ def load(args):
     def client(n):
         conn = None
         seq = 0
-        while time.time() < deadline:
+        while time.time() < deadline and not (args.stop_file and os.path.exists(args.stop_file)):
             seq += 1
             cid = f"{args.prefix}-{n:02d}-{seq:06d}"
             key = str(uuid.uuid4())
@@ -262,6 +264,7 @@ def main():
     lp.add_argument("--resolve-seconds", type=float, default=90)
     lp.add_argument("--prefix", required=True)
     lp.add_argument("--out", required=True)
+    lp.add_argument("--stop-file")
     rp = sub.add_parser("report")
     rp.add_argument("--results", required=True)
     rp.add_argument("--committed", required=True)

@@ -2,7 +2,9 @@
 # The high-availability scenario (issue 11 §3, §4) on the local cluster, from a fresh machine: builds billing,
 # starts the local cluster (cluster/up.sh) unless it is already up, builds and installs the CloudNativePG operator
 # from its Go module, migrates a task-1 release into a 3-instance CloudNativePG Cluster and fails its primary over
-# twice under load (e2e/ha.sh, which prints the figures), then tears down what it started. Run as root; CI runs
+# twice under load, then archives it to an S3 server in the cluster through the Barman Cloud plugin and recovers a
+# new release to the second before an operator's mistake (e2e/ha.sh --backup, which prints the figures), then
+# tears down what it started. Run as root; CI runs
 # it after the main job and the tests (.ci/run).
 #
 #   bash scripts/ha.sh [--clients N] [--seconds S] [--results DIR]

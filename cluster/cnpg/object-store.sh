@@ -16,11 +16,10 @@ S3_NS=s3
 BUCKET=${BUCKET:-billing-backups}
 
 credentials() {
-  local id key
-  id=$(kc -n "$S3_NS" get secret versitygw-root -o jsonpath='{.data.ACCESS_KEY_ID}' | base64 -d) \
-    && key=$(kc -n "$S3_NS" get secret versitygw-root -o jsonpath='{.data.SECRET_ACCESS_KEY}' | base64 -d) \
+  local pair
+  pair=$(kc -n "$S3_NS" get secret versitygw-root -o go-template='{{.data.ACCESS_KEY_ID | base64decode}} {{.data.SECRET_ACCESS_KEY | base64decode}}') \
     || die "no Secret $S3_NS/versitygw-root (cluster/cnpg/object-store.sh install first)"
-  echo "$id $key"
+  echo "$pair"
 }
 
 endpoint() { echo "http://$(kc -n "$S3_NS" get svc versitygw -o jsonpath='{.spec.clusterIP}'):7070"; }
