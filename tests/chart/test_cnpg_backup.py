@@ -109,6 +109,7 @@ def test_every_backup_setting_reaches_its_field(helm):
         "database.cnpg.backup.s3Credentials.secretAccessKey.name": "s3-secret",
         "database.cnpg.backup.s3Credentials.secretAccessKey.key": "secret",
         "database.cnpg.backup.wal.compression": "zstd", "database.cnpg.backup.data.compression": "",
+        "database.cnpg.backup.data.immediateCheckpoint": "true",
         "database.cnpg.backup.retentionPolicy": "", "database.cnpg.backup.schedule": "@every 6h",
         "database.cnpg.backup.immediate": "false",
     }
@@ -118,7 +119,7 @@ def test_every_backup_setting_reaches_its_field(helm):
         "serverName": "ledger-eu", "endpointCA": {"name": "s3-ca", "key": "ca.pem"},
         "s3Credentials": {"accessKeyId": {"name": "s3-creds", "key": "id"},
                           "secretAccessKey": {"name": "s3-secret", "key": "secret"}},
-        "wal": {"compression": "zstd"},
+        "wal": {"compression": "zstd"}, "data": {"immediateCheckpoint": True},
     }}, "empty compression and retentionPolicy are left to CloudNativePG (none, keep all)"
     scheduled = r.get("ScheduledBackup", "ledger-backup")["spec"]
     assert (scheduled["cluster"], scheduled["schedule"], scheduled["immediate"]) == ({"name": "ledger"}, "@every 6h", False)

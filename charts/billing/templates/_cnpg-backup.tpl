@@ -56,7 +56,8 @@ with CloudNativePG's keys.
 A BarmanObjectStoreConfiguration (CloudNativePG's barmanObjectStore, and the
 plugin's ObjectStore spec.configuration) from a dict holding destinationPath,
 endpointURL, endpointCA, s3Credentials and optionally serverName, wal and data
-(the compression settings, for the store that is written to).
+(compression and the base backups' immediateCheckpoint, for the store that is
+written to).
 */}}
 {{- define "billing.cnpg.barmanObjectStore" -}}
 destinationPath: {{ .destinationPath | quote }}
@@ -85,9 +86,14 @@ wal:
 {{- end }}
 {{- end }}
 {{- with .data }}
-{{- with .compression }}
+{{- if or .compression .immediateCheckpoint }}
 data:
+  {{- with .compression }}
   compression: {{ . }}
+  {{- end }}
+  {{- if .immediateCheckpoint }}
+  immediateCheckpoint: true
+  {{- end }}
 {{- end }}
 {{- end }}
 {{- end -}}
