@@ -278,8 +278,9 @@ enum Stop {
 /// The signal that stops a connection: set once, seen by the connection's task whenever it next waits. Not a
 /// `tokio::sync::Notify`, nor hyper-util's `GracefulShutdown` (whose per-connection watch is one): the task polls
 /// this beside its connection after every read and write, and `Notify`'s poll takes a mutex each time, about 2 % of a
-/// `GET /ping`'s CPU for each of the two (docs/benchmarks.md, "The access line is formatted in place" and "The
-/// graceful stop without a watch"); this one is two atomic loads and a waker kept unless it changed.
+/// `GET /ping`'s CPU in `perf` for the shed signal (docs/benchmarks.md, "The access line is formatted in place"; the
+/// watch showed there too, as "hyper-util's graceful wrapper"); this one is two atomic loads and a waker kept unless
+/// it changed.
 #[derive(Default)]
 struct StopSignal {
     /// 0, or a [`Stop`] as `1 + its index`.
