@@ -130,27 +130,27 @@ export KUBECTL=$K8S_BIN/kubectl
 # billing-stateful-0.billing-stateful.default.svc.cluster.local, and commands without -n), unless told otherwise.
 ns_args=(--namespace default)
 for a in "${args[@]}"; do [[ $a == --namespace ]] && ns_args=(); done
+# import_images ARCHIVE:REF...: each $IMAGES_DIR/ARCHIVE.tar into the node's containerd, unless REF is there
+import_images() {
+  local img
+  for img in "$@"; do
+    if ! ctr_ images ls -q | grep -qx "${img#*:}"; then
+      ctr_ images import "$IMAGES_DIR/${img%%:*}.tar" >/dev/null
+      log "imported ${img#*:}"
+    fi
+  done
+}
 rc=0
 if ((do_ha)); then
   # Built and imported here, not by up.sh: only this scenario needs them.
   bash "$here/build.sh" cnpg
   bash "$here/images.sh" cnpg
-  for img in cnpg-operator:"$IMG_CNPG" cnpg-postgresql:"$IMG_CNPG_POSTGRES"; do
-    if ! ctr_ images ls -q | grep -qx "${img#*:}"; then
-      ctr_ images import "$IMAGES_DIR/${img%%:*}.tar" >/dev/null
-      log "imported ${img#*:}"
-    fi
-  done
+  import_images cnpg-operator:"$IMG_CNPG" cnpg-postgresql:"$IMG_CNPG_POSTGRES"
   bash "$here/cnpg/operator.sh" install
   # Issue 23 §4: the Barman Cloud plugin and a real S3 server (versitygw) for backups and point-in-time recovery.
   bash "$here/build.sh" backup
   bash "$here/images.sh" backup
-  for img in versitygw:"$IMG_VERSITYGW" barman-cloud:"$IMG_BARMAN_CLOUD"; do
-    if ! ctr_ images ls -q | grep -qx "${img#*:}"; then
-      ctr_ images import "$IMAGES_DIR/${img%%:*}.tar" >/dev/null
-      log "imported ${img#*:}"
-    fi
-  done
+  import_images versitygw:"$IMG_VERSITYGW" barman-cloud:"$IMG_BARMAN_CLOUD"
   bash "$here/cnpg/barman-cloud.sh" install
   bash "$here/cnpg/object-store.sh" install
   "$repo/e2e/ha.sh" --kubectl "$KUBECTL" --helm "${HELM:-$repo/.tools/bin/helm3}" \

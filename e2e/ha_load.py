@@ -101,13 +101,33 @@ def load(args):
     return 0
 
 
-def report(args):
-    rows = [json.loads(line) for line in open(args.results, encoding="utf-8") if line.strip()]
+def read_ledger(path):
+    """The ledger's rows of a run, "client_id id" per line: {client_id: [id, ...]}."""
     ledger = {}
-    for line in open(args.committed, encoding="utf-8"):
+    for line in open(path, encoding="utf-8"):
         if line.strip():
             cid, _, row_id = line.strip().partition(" ")
             ledger.setdefault(cid, []).append(row_id)
+    return ledger
+
+
+def show(result, json_path):
+    for key, value in result.items():
+        print(f"  {key}: {value}")
+    if json_path:
+        with open(json_path, "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=2)
+
+
+def verdict(bad):
+    for b in bad:
+        print(f"  FAILED: {b}")
+    return 1 if bad else 0
+
+
+def report(args):
+    rows = [json.loads(line) for line in open(args.results, encoding="utf-8") if line.strip()]
+    ledger = read_ledger(args.committed)
     kill = args.kill_at
     acked, in_doubt, nothing, no_answer, other = [], [], [], [], []
     for r in rows:
@@ -166,11 +186,7 @@ def report(args):
             sum(r["answered"] < kill for r in acked) / max(kill - min(r["sent"] for r in rows), 0.001), 1)
         if rows else 0,
     }
-    for key, value in result.items():
-        print(f"  {key}: {value}")
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
+    show(result, args.json)
     bad = []
     if duplicated:
         bad.append(f"{len(duplicated)} payments have more than one row, e.g. {duplicated[:5]}")
@@ -194,20 +210,14 @@ def report(args):
     if other:
         bad.append(f"{len(other)} requests got an answer other than 201 or billing's 503, e.g. "
                    f"{sorted({str(r['status']) + ' ' + r['text'][:120] for r in other})[:3]}")
-    for b in bad:
-        print(f"  FAILED: {b}")
-    return 1 if bad else 0
+    return verdict(bad)
 
 
 def pitr(args):
     rows = []
     for f in args.results:
         rows += [json.loads(line) for line in open(f, encoding="utf-8") if line.strip()]
-    ledger = {}
-    for line in open(args.committed, encoding="utf-8"):
-        if line.strip():
-            cid, _, row_id = line.strip().partition(" ")
-            ledger.setdefault(cid, []).append(row_id)
+    ledger = read_ledger(args.committed)
     target = args.target
     payments = {}
     for r in rows:
@@ -232,11 +242,7 @@ def pitr(args):
         "seconds_last_201_before_target_to_target": round(target - max(r["answered"] for r in before.values()), 2)
         if before else None,
     }
-    for key, value in result.items():
-        print(f"  {key}: {value}")
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
+    show(result, args.json)
     bad = []
     if not before:
         bad.append("no payment was acknowledged before the target: nothing was checked")
@@ -248,9 +254,7 @@ def pitr(args):
         bad.append(f"{len(duplicated)} payments have more than one row, e.g. {duplicated[:5]}")
     if too_new:
         bad.append(f"{len(too_new)} payments first sent after the target are in the recovered ledger, e.g. {too_new[:5]}")
-    for b in bad:
-        print(f"  FAILED: {b}")
-    return 1 if bad else 0
+    return verdict(bad)
 
 
 def main():
