@@ -68,6 +68,13 @@ go_install() { # bin-dir name module/pkg@version
   GOBIN=$dir GOFLAGS="$GOFLAGS" "${nice[@]}" go install -ldflags "-s -w" "$target"
 }
 
+# The Barman Cloud plugin of CloudNativePG (cmd/manager: `operator`, the plugin's server the CloudNativePG
+# operator calls over mTLS, and `instance`, the sidecar it injects into every PostgreSQL pod of a Cluster that
+# archives through it), from its published module as `go install` builds it (no replace directives).
+build_barman_cloud() {
+  go_install "$BARMAN_CLOUD_BIN" manager "github.com/cloudnative-pg/plugin-barman-cloud/cmd/manager@$BARMAN_CLOUD_PLUGIN_VERSION"
+}
+
 # minikube's provisioner from the wrapper module cluster/provisioner (go.mod
 # requires k8s.io/minikube at $MINIKUBE_VERSION; `go install ...@version` is
 # refused here because the proxy answers 403 to k8s.io/minikube's version list).
@@ -143,21 +150,6 @@ build_versitygw() {
   "$dir.tmp/versitygw" --version >&2
   mkdir -p "$dir"
   mv "$dir.tmp/versitygw" "$dir/versitygw"
-  rmdir "$dir.tmp"
-}
-
-# The Barman Cloud plugin of CloudNativePG (cmd/manager: `operator`, the plugin's server the CloudNativePG
-# operator calls over mTLS, and `instance`, the sidecar it injects into every PostgreSQL pod of a Cluster that
-# archives through it), from its published module as `go install` builds it (no replace directives).
-build_barman_cloud() {
-  local dir=$BARMAN_CLOUD_BIN
-  if [[ -x $dir/manager ]]; then log "plugin-barman-cloud: cached in $dir"; return; fi
-  log "plugin-barman-cloud $BARMAN_CLOUD_PLUGIN_VERSION: go install github.com/cloudnative-pg/plugin-barman-cloud/cmd/manager@$BARMAN_CLOUD_PLUGIN_VERSION"
-  mkdir -p "$dir.tmp"
-  GOBIN=$dir.tmp GOFLAGS="$GOFLAGS" "${nice[@]}" go install -ldflags "-s -w" \
-    "github.com/cloudnative-pg/plugin-barman-cloud/cmd/manager@$BARMAN_CLOUD_PLUGIN_VERSION"
-  mkdir -p "$dir"
-  mv "$dir.tmp/manager" "$dir/manager"
   rmdir "$dir.tmp"
 }
 

@@ -62,7 +62,7 @@ base() {
   rm -rf "$d"
 }
 
-derived() { # name packages...
+derived() { # name packages...: base + the packages; DERIVED_HOOK, when set, is then called with the root directory
   local name=$1; shift
   [[ -s $R/$name.tar ]] && { log "$name: cached"; return; }
   local d=$R/$name.d
@@ -80,6 +80,7 @@ derived() { # name packages...
   in_chroot "$d" apt-get install -y -qq --no-install-recommends "$@" >"$R/$name-apt.log" 2>&1 \
     || { tail -20 "$R/$name-apt.log" >&2; exit 1; }
   in_chroot "$d" apt-get clean
+  if [[ -n ${DERIVED_HOOK:-} ]]; then "$DERIVED_HOOK" "$d"; fi
   if [[ $name == postgres ]]; then
     mkdir -p "$d/var/run/postgresql" "$d/var/lib/postgresql/data"
     chown -R 999:999 "$d/var/run/postgresql" "$d/var/lib/postgresql"
@@ -95,18 +96,15 @@ derived() { # name packages...
 # for CPython 3.11 on manylinux (bookworm's python3), and installed in the chroot from that directory alone,
 # without their dependencies: the requirements file lists every one.
 barman_cloud() {
-  local name=barman-cloud-$BARMAN_VERSION
-  [[ -s $R/$name.tar ]] && { log "$name: cached"; return; }
-  local d=$R/$name.d req=$here/images/barman-cloud-requirements.txt
+  local req=$here/images/barman-cloud-requirements.txt
   grep -qx "barman==$BARMAN_VERSION" "$req" || { log "$req does not pin barman==$BARMAN_VERSION (versions.sh)"; exit 1; }
-  rm -rf "$d"; mkdir -p "$d"
-  tar -C "$d" -xf "$R/base.tar"
-  log "$name: apt-get install python3 python3-venv"
-  in_chroot "$d" apt-get update -qq
-  in_chroot "$d" apt-get install -y -qq --no-install-recommends python3 python3-venv >"$R/$name-apt.log" 2>&1 \
-    || { tail -20 "$R/$name-apt.log" >&2; exit 1; }
-  in_chroot "$d" apt-get clean
-  log "$name: pip download -r $req (CPython 3.11, manylinux x86_64)"
+  DERIVED_HOOK=install_barman_cloud derived "barman-cloud-$BARMAN_VERSION" python3 python3-venv
+}
+
+# install_barman_cloud DIR: the venv, in the chroot DIR that has python3 (derived's hook, before it slims DIR)
+install_barman_cloud() {
+  local d=$1 req=$here/images/barman-cloud-requirements.txt
+  log "barman-cloud: pip download -r $req (CPython 3.11, manylinux x86_64)"
   mkdir -p "$d/tmp/wheels"
   pip download -q --only-binary=:all: --no-deps --python-version 3.11 --implementation cp --abi cp311 \
     --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 -r "$req" -d "$d/tmp/wheels" >&2
@@ -117,9 +115,6 @@ barman_cloud() {
   in_chroot "$d" /venv/bin/barman-cloud-wal-archive --version >&2
   # byte code compiled now, as root: the sidecar runs as UID 26 and cannot write it at run time
   in_chroot "$d" /venv/bin/python3 -m compileall -q /venv /usr/lib/python3.11 >/dev/null || true
-  slim "$d"
-  tar -C "$d" --numeric-owner -cf "$R/$name.tar.tmp" . && mv "$R/$name.tar.tmp" "$R/$name.tar"
-  rm -rf "$d"
 }
 
 case ${1:-all} in
