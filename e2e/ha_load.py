@@ -101,6 +101,21 @@ def load(args):
     return 0
 
 
+def read_rows(paths):
+    """Every request `load` wrote to the given files."""
+    return [json.loads(line) for path in paths for line in open(path, encoding="utf-8") if line.strip()]
+
+
+def by_payment(rows):
+    """{client_id: its requests}, and {client_id: its first 201} of the payments that got one."""
+    payments = {}
+    for r in rows:
+        payments.setdefault(r["client_id"], []).append(r)
+    acknowledged = {cid: next(r for r in tries if r["status"] == 201) for cid, tries in payments.items()
+                    if any(r["status"] == 201 for r in tries)}
+    return payments, acknowledged
+
+
 def read_ledger(path):
     """The ledger's rows of a run, "client_id id" per line: {client_id: [id, ...]}."""
     ledger = {}
@@ -126,7 +141,7 @@ def verdict(bad):
 
 
 def report(args):
-    rows = [json.loads(line) for line in open(args.results, encoding="utf-8") if line.strip()]
+    rows = read_rows([args.results])
     ledger = read_ledger(args.committed)
     kill = args.kill_at
     acked, in_doubt, nothing, no_answer, other = [], [], [], [], []
@@ -141,11 +156,7 @@ def report(args):
             no_answer.append(r)
         else:
             other.append(r)
-    payments = {}
-    for r in rows:
-        payments.setdefault(r["client_id"], []).append(r)
-    acknowledged = {cid: next(r for r in tries if r["status"] == 201) for cid, tries in payments.items()
-                    if any(r["status"] == 201 for r in tries)}
+    payments, acknowledged = by_payment(rows)
     unresolved = sorted(set(payments) - set(acknowledged))
     duplicated = sorted(cid for cid, ids in ledger.items() if len(ids) > 1)
     lost = sorted(cid for cid in acknowledged if cid not in ledger)
@@ -214,16 +225,9 @@ def report(args):
 
 
 def pitr(args):
-    rows = []
-    for f in args.results:
-        rows += [json.loads(line) for line in open(f, encoding="utf-8") if line.strip()]
     ledger = read_ledger(args.committed)
     target = args.target
-    payments = {}
-    for r in rows:
-        payments.setdefault(r["client_id"], []).append(r)
-    acked = {cid: next(r for r in tries if r["status"] == 201) for cid, tries in payments.items()
-             if any(r["status"] == 201 for r in tries)}
+    payments, acked = by_payment(read_rows(args.results))
     before = {cid: r for cid, r in acked.items() if r["answered"] < target}
     after = {cid: r for cid, r in acked.items() if r["answered"] >= target}
     missing = sorted(cid for cid in before if cid not in ledger)
