@@ -97,6 +97,14 @@ log() { printf '[cluster %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
 kc() { "$K8S_BIN/kubectl" --kubeconfig "$KUBECONFIG_ADMIN" "$@"; }
+# module_file MODULE@VERSION PATH: the path of PATH inside that Go module, downloaded into Go's module cache by exact
+# version (outside any module of ours); dies naming both when it is not there. Call it as `f=$(module_file ...) || exit 1`.
+module_file() {
+  local dir
+  dir=$(cd / && GOTOOLCHAIN=local GOFLAGS=-mod=mod go mod download -json "$1" | jq -r '.Dir // empty') || true
+  [[ -n $dir && -s $dir/$2 ]] || die "no $2 in Go module $1"
+  echo "$dir/$2"
+}
 # wait_for WHAT SECONDS COMMAND...: bounded wait until COMMAND succeeds
 wait_for() {
   local what=$1 secs=$2 i; shift 2

@@ -21,11 +21,8 @@ PLUGIN_NS=cnpg-system
 PLUGIN_NAME=barman-cloud.cloudnative-pg.io
 
 manifest() {
-  local dir file
-  dir=$(cd / && GOTOOLCHAIN=local GOFLAGS=-mod=mod go mod download -json \
-    "github.com/cloudnative-pg/plugin-barman-cloud@$BARMAN_CLOUD_PLUGIN_VERSION" | jq -r '.Dir // empty') || true
-  file=$dir/manifest.yaml
-  [[ -n $dir && -s $file ]] || die "no manifest.yaml in github.com/cloudnative-pg/plugin-barman-cloud@$BARMAN_CLOUD_PLUGIN_VERSION"
+  local file
+  file=$(module_file "github.com/cloudnative-pg/plugin-barman-cloud@$BARMAN_CLOUD_PLUGIN_VERSION" manifest.yaml) || exit 1
   IMAGE=$IMG_BARMAN_CLOUD python3 - "$file" <<'EOF'
 import base64, os, sys
 import yaml

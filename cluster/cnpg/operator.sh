@@ -16,11 +16,8 @@ set -euo pipefail
 . "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/common.sh"
 
 manifest() {
-  local dir file
-  dir=$(cd "$here/cnpg" && GOTOOLCHAIN=local GOFLAGS=-mod=mod go mod download -json \
-    "github.com/cloudnative-pg/cloudnative-pg@$CNPG_VERSION" | jq -r '.Dir // empty') || true
-  file=$dir/releases/cnpg-${CNPG_VERSION#v}.yaml
-  [[ -n $dir && -s $file ]] || die "no release manifest in github.com/cloudnative-pg/cloudnative-pg@$CNPG_VERSION ($file)"
+  local file
+  file=$(module_file "github.com/cloudnative-pg/cloudnative-pg@$CNPG_VERSION" "releases/cnpg-${CNPG_VERSION#v}.yaml") || exit 1
   sed -e "s|ghcr.io/cloudnative-pg/cloudnative-pg:${CNPG_VERSION#v}|$IMG_CNPG|g" \
       -e 's|imagePullPolicy: Always|imagePullPolicy: IfNotPresent|' "$file"
 }
