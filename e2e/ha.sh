@@ -201,17 +201,28 @@ say "  ok: helm test: billing's API, and a rolled-back payment as billing's role
 billing_pods() { k get pods -l "app.kubernetes.io/name=billing,app.kubernetes.io/instance=$RELEASE,app.kubernetes.io/component=api" \
   -o go-template='{{range .items}}{{.metadata.name}} {{.metadata.uid}} {{range .status.containerStatuses}}{{.restartCount}}{{end}}{{"\n"}}{{end}}' | sort; }
 healthy() { [[ $(k get "cluster/$CLUSTER" -o jsonpath='{.status.readyInstances}/{.spec.instances} {.status.phase}') == "3/3 Cluster in healthy state" ]]; }
+primary_of() { k get "cluster/$1" -o jsonpath='{.status.currentPrimary}'; }
+wait_until() { # what seconds command...: poll once a second
+  local what=$1 secs=$2 i; shift 2
+  for ((i = 0; i < secs; i++)); do "$@" && return 0; sleep 1; done
+  fail "$what: not within $secs s"
+}
+# start_load NAME [ha_load.py load options...]: CLIENTS keyed clients against $url in the background, their requests
+# in $RESULTS/NAME.jsonl, payments named ha-NAME-*; sets the caller's load_pid.
+start_load() {
+  local name=$1; shift
+  python3 "$repo/e2e/ha_load.py" load --url "$url" --clients "$CLIENTS" --prefix "ha-$name" --out "$RESULTS/$name.jsonl" "$@" &
+  load_pid=$!
+}
 
 failover() { # run: pod | process
   local run=$1 pods_before primary kill_at load_pid i
   for ((i = 0; i < 300; i++)); do healthy && break; sleep 1; done
   healthy || fail "$run: the Cluster is not healthy before the run: $(k get "cluster/$CLUSTER" -o jsonpath='{.status.phase}')"
   pods_before=$(billing_pods)
-  primary=$(k get "cluster/$CLUSTER" -o jsonpath='{.status.currentPrimary}')
+  primary=$(primary_of "$CLUSTER")
   say "failover run '$run': $CLIENTS clients for ${SECONDS_LOAD}s against $url; the primary $primary is hit at 10 s"
-  python3 "$repo/e2e/ha_load.py" load --url "$url" --clients "$CLIENTS" --seconds "$SECONDS_LOAD" \
-    --prefix "ha-$run" --out "$RESULTS/$run.jsonl" &
-  load_pid=$!
+  start_load "$run" --seconds "$SECONDS_LOAD"
   sleep 10
   kill_at=$(date +%s.%N)
   case $run in
@@ -227,7 +238,7 @@ failover() { # run: pod | process
   wait "$load_pid" || fail "$run: the load generator failed"
   for ((i = 0; i < 300; i++)); do healthy && break; sleep 1; done
   healthy || fail "$run: the Cluster did not become healthy again within 300 s after the load"
-  local now_primary restarts; now_primary=$(k get "cluster/$CLUSTER" -o jsonpath='{.status.currentPrimary}')
+  local now_primary restarts; now_primary=$(primary_of "$CLUSTER")
   restarts=$(k get pod "$primary" -o jsonpath='{range .status.containerStatuses[?(@.name=="postgres")]}{.restartCount}{end}' 2>/dev/null || echo "?")
   say "  $run: primary $primary -> $now_primary ($([[ $now_primary == "$primary" ]] && echo "no failover: the same instance recovered" || echo "failed over")); postgres container restarts of $primary now: ${restarts:-?}"
   psql_on "$now_primary" "SELECT client_id || ' ' || id FROM transactions WHERE client_id LIKE 'ha-$run-%'" >"$RESULTS/$run.committed"
@@ -246,11 +257,6 @@ backup_sets() { # the object store, as values/ha-backup.yaml names it, in a fold
 }
 
 since() { awk -v t0="$1" -v t1="$(date +%s.%N)" 'BEGIN { printf "%.0f", t1 - t0 }'; }
-wait_until() { # what seconds command...: poll once a second
-  local what=$1 secs=$2 i; shift 2
-  for ((i = 0; i < secs; i++)); do "$@" && return 0; sleep 1; done
-  fail "$what: not within $secs s"
-}
 archiving() { [[ $(k get "cluster/$1" -o jsonpath='{.status.conditions[?(@.type=="ContinuousArchiving")].status}') == True ]]; }
 sidecars_everywhere() { # every instance pod runs the plugin's sidecar (a native sidecar: an init container that stays)
   local line n=0
@@ -276,18 +282,23 @@ s3_has() { [[ -n $(s3_keys "$1") ]]; }
 backups_of() { # cluster jsonpath-of-each: the Backups of a Cluster (scheduled ones and those made on demand)
   k get backups.postgresql.cnpg.io -o jsonpath="{range .items[?(@.spec.cluster.name==\"$1\")]}$2{end}"
 }
-# Every Backup of the Cluster completed or failed. One in progress on a standby ends only once the primary's
-# current WAL segment is archived (archive_timeout, 5 min, on a quiet Cluster): the primary is asked to switch
-# segments every 10 s meanwhile, as an operator in a hurry would.
+# Every Backup of the Cluster completed or failed (one without a phase yet is neither). One in progress on a standby
+# ends only once the primary's current WAL segment is archived (archive_timeout, 5 min, on a quiet Cluster): the
+# primary is asked to switch segments every 10 s meanwhile, as an operator in a hurry would.
+SWITCHED_AT=0
 backups_settled() {
-  local phases; phases=$(backups_of "$1" '{.status.phase}{" "}')
-  [[ -n $phases ]] || return 1
-  if grep -qvwE 'completed|failed' <<<"$(tr ' ' '\n' <<<"$phases" | grep .)"; then
-    if ((SECONDS % 10 == 0)); then
-      psql_on "$(k get "cluster/$1" -o jsonpath='{.status.currentPrimary}')" "SELECT pg_switch_wal()" >/dev/null 2>&1 || true
+  local each phases=() b
+  read -ra phases <<<"$(backups_of "$1" '{.metadata.name}={.status.phase}{" "}')"
+  ((${#phases[@]})) || return 1
+  for each in "${phases[@]}"; do
+    b=${each#*=}
+    [[ $b == completed || $b == failed ]] && continue
+    if ((SECONDS - SWITCHED_AT >= 10)); then
+      psql_on "$(primary_of "$1")" "SELECT pg_switch_wal()" >/dev/null 2>&1 || true
+      SWITCHED_AT=$SECONDS
     fi
     return 1
-  fi
+  done
 }
 archived_past() { # primary segment: the archiver has archived that segment or a later one
   [[ $(psql_on "$1" "SELECT coalesce(last_archived_wal, '') >= '$2' FROM pg_stat_archiver") == t ]]
@@ -295,19 +306,17 @@ archived_past() { # primary segment: the archiver has archived that segment or a
 backup_done() { backups_of "$1" '{.status.phase}{" "}' | grep -qw completed; }
 
 backups_under_load() {
-  local id key load_pid b0
-  id=$("$KUBECTL" -n "${S3_SECRET%%/*}" get secret "${S3_SECRET#*/}" -o go-template='{{.data.ACCESS_KEY_ID | base64decode}}') \
+  local pair load_pid b0
+  pair=$("$KUBECTL" -n "${S3_SECRET%%/*}" get secret "${S3_SECRET#*/}" \
+    -o go-template='{{.data.ACCESS_KEY_ID | base64decode}} {{.data.SECRET_ACCESS_KEY | base64decode}}') \
     || fail "cannot read the object store's Secret $S3_SECRET"
-  key=$("$KUBECTL" -n "${S3_SECRET%%/*}" get secret "${S3_SECRET#*/}" -o go-template='{{.data.SECRET_ACCESS_KEY | base64decode}}')
-  S3_ID=$id S3_KEY=$key
+  read -r S3_ID S3_KEY <<<"$pair"
   # the Secret values/ha-backup.yaml names, as an operator makes it
-  k create secret generic billing-s3 --from-literal=ACCESS_KEY_ID="$id" --from-literal=ACCESS_SECRET_KEY="$key" >/dev/null
-  for ((i = 0; i < 300; i++)); do healthy && break; sleep 1; done
+  k create secret generic billing-s3 --from-literal=ACCESS_KEY_ID="$S3_ID" --from-literal=ACCESS_SECRET_KEY="$S3_KEY" >/dev/null
+  wait_until "$CLUSTER healthy before the backups" 300 healthy
   say "backups: $CLIENTS clients send payments from before the release is upgraded with values/ha-backup.yaml (s3://billing-backups/$NS on versitygw) until its first base backup has completed"
   # Bounded: at most 600 s, and ended (the stop file) once the base backup has completed.
-  python3 "$repo/e2e/ha_load.py" load --url "$url" --clients "$CLIENTS" --seconds 600 --stop-file "$work/backup.stop" \
-    --prefix "ha-backup" --out "$RESULTS/backup.jsonl" &
-  load_pid=$!
+  start_load backup --seconds 600 --stop-file "$work/backup.stop"
   sleep 5
   b0=$(date +%s.%N)
   # shellcheck disable=SC2046 # backup_sets prints separate words on purpose
@@ -342,8 +351,7 @@ EOF2
   say "  base backup completed $(since "$b0") s after the upgrade: $(backups_of "$CLUSTER" '{.metadata.name} {.status.phase} {.status.beginWal}..{.status.endWal}{"\n"}' | grep -w completed | head -1); $(s3_keys "$NS/$CLUSTER/base/" | wc -l) objects under base/"
   touch "$work/backup.stop"
   wait "$load_pid" || fail "backups: the load generator failed"
-  local now_primary; now_primary=$(k get "cluster/$CLUSTER" -o jsonpath='{.status.currentPrimary}')
-  psql_on "$now_primary" "SELECT client_id || ' ' || id FROM transactions WHERE client_id LIKE 'ha-backup-%'" >"$RESULTS/backup.committed"
+  psql_on "$(primary_of "$CLUSTER")" "SELECT client_id || ' ' || id FROM transactions WHERE client_id LIKE 'ha-backup-%'" >"$RESULTS/backup.committed"
   say "  what became of the payments sent while backups were switched on (the instances restarted with the plugin's sidecar):"
   python3 "$repo/e2e/ha_load.py" report --results "$RESULTS/backup.jsonl" --committed "$RESULTS/backup.committed" \
     --kill-at "$b0" --json "$RESULTS/backup.json" || fail "backups: payments were lost, written twice or left unresolved (above)"
@@ -351,12 +359,10 @@ EOF2
 
 mistake_under_load() {
   local load_pid primary out t_mistake archived_at deleted rpo wal
-  for ((i = 0; i < 300; i++)); do healthy && break; sleep 1; done
-  primary=$(k get "cluster/$CLUSTER" -o jsonpath='{.status.currentPrimary}')
+  wait_until "$CLUSTER healthy before the mistake" 300 healthy
+  primary=$(primary_of "$CLUSTER")
   say "the mistake: $CLIENTS clients for ${SECONDS_LOAD}s; at 15 s every payment is deleted on $primary"
-  python3 "$repo/e2e/ha_load.py" load --url "$url" --clients "$CLIENTS" --seconds "$SECONDS_LOAD" \
-    --prefix "ha-mistake" --out "$RESULTS/mistake.jsonl" &
-  load_pid=$!
+  start_load mistake --seconds "$SECONDS_LOAD"
   sleep 15
   # T is the DELETE's own transaction time; the age of the newest archived segment at that moment is what a
   # cluster lost then (its disks, not just its rows) would have lost: the RPO of WAL archiving.
@@ -404,7 +410,7 @@ recover_to_before_mistake() {
   [[ $answer =~ transaction\ id=([0-9]+) ]] || fail "the recovered release's first payment: unexpected answer $answer"
   first_id=${BASH_REMATCH[1]}
   say "  first 201 of the recovered release $took s after helm install (payment id $first_id)"
-  local pitr_primary; pitr_primary=$(k get "cluster/$PITR_RELEASE-db" -o jsonpath='{.status.currentPrimary}')
+  local pitr_primary; pitr_primary=$(primary_of "$PITR_RELEASE-db")
   psql_on "$pitr_primary" "SELECT client_id || ' ' || id FROM transactions WHERE client_id LIKE 'ha-%'" >"$RESULTS/recovered.committed"
   restored=$(wc -l <"$RESULTS/recovered.committed")
   max_id=$(psql_on "$pitr_primary" "SELECT max(id) FROM transactions WHERE client_id <> 'after-recovery'")
