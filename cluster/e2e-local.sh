@@ -109,10 +109,8 @@ if ! ctr_ images ls -q | grep -qx "$IMG_PROMETHEUS"; then
 fi
 
 # The ServiceMonitor CRD, from the operator's Go module (cached in Go's module cache)
-crd_dir=$(cd / && GOTOOLCHAIN=local GOFLAGS=-mod=mod go mod download -json \
-  "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" | jq -r '.Dir // empty') || true
-crd=$crd_dir/example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml
-[[ -n $crd_dir && -s $crd ]] || die "no ServiceMonitor CRD from github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION"
+crd=$(module_file "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" \
+  example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml) || exit 1
 kc apply --server-side --force-conflicts -f "$crd" >/dev/null
 # Retried: a `kubectl wait` that runs before the API server has written the CRD's first status fails at once
 # (".status.conditions accessor error") instead of waiting.
