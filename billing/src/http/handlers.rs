@@ -24,13 +24,13 @@ fn text(status: StatusCode, body: String) -> Response {
 }
 
 pub async fn ping() -> Response {
-    text(StatusCode::OK, "pong".into())
+    warp::reply::with_status("pong", StatusCode::OK).into_response()
 }
 
 /// Liveness: the process is up and serving; says nothing about the database, so a database outage never gets
 /// healthy pods restarted.
 pub async fn healthz() -> Response {
-    text(StatusCode::OK, "ok".into())
+    warp::reply::with_status("ok", StatusCode::OK).into_response()
 }
 
 /// Readiness: the database answers and the ledger table is there. Asked on a point-read connection, not a pooled

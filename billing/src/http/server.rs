@@ -13,6 +13,7 @@
 //! HTTP/1.1 only: every client of billing (curl, probes, Prometheus) speaks it, and a second protocol would be a
 //! second set of limits to get right.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -95,7 +96,7 @@ where
             continue;
         };
         let service = Observed {
-            inner: routes.clone(),
+            inner: RefCell::new(routes.clone()),
             conn: Arc::clone(&conn),
             draining: Arc::clone(&connections.draining),
             keep_alive: keep_alive.clone(),
@@ -352,7 +353,11 @@ async fn accept_failed(e: std::io::Error) {
 
 /// Wraps the routes: a request id for every request, then metrics and the access-log line for every answer.
 struct Observed<S> {
-    inner: S,
+    /// The routes, one copy per connection: `tower`'s `call` takes `&mut self` and hyper's `&self`, and a copy per
+    /// request (the routes hold handles to the shared state, each a reference count to raise and drop again)
+    /// showed as `drop_in_place<FilteredService<..>>` in `perf` (docs/benchmarks.md, "The routes per
+    /// connection"). hyper calls a connection's service one request at a time, so the borrow is never contended.
+    inner: RefCell<S>,
     conn: Arc<Conn>,
     draining: Arc<AtomicBool>,
     /// The `Keep-Alive` header of every answer that leaves its connection open ([`keep_alive_value`]).
@@ -363,7 +368,7 @@ type Answer<B> = Pin<Box<dyn Future<Output = Result<Response<Guarded<B>>, Infall
 
 impl<S, B> hyper::service::Service<Request<Incoming>> for Observed<S>
 where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone,
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>,
     S::Future: Send + 'static,
     B: Body + Unpin + Send + 'static,
 {
@@ -379,11 +384,11 @@ where
         // The request's URI is shared, not copied: its parts are reference-counted bytes.
         let uri = request.uri().clone();
         let client_closes = request.headers().get_all(header::CONNECTION).iter().any(says_close);
-        // warp's service is ready at once and cheap to clone (its filter holds only handles to shared state). Its
-        // future (every route's, nested) is boxed on its own, so that the future below, which is moved as it is built
-        // and boxed, stays small: copying the routes' future along with it showed as `memmove` in `perf`
+        // warp's service is always ready, and its future owns everything it needs, so the borrow ends here. That
+        // future (every route's, nested) is boxed on its own, so that the future below, which is moved as it is
+        // built and boxed, stays small: copying the routes' future along with it showed as `memmove` in `perf`
         // (docs/benchmarks.md, "The request's future is no longer copied whole").
-        let answer = Box::pin(self.inner.clone().call(request));
+        let answer = Box::pin(self.inner.borrow_mut().call(request));
         let draining = Arc::clone(&self.draining);
         let keep_alive = self.keep_alive.clone();
         Box::pin(id.clone().scope(async move {
@@ -422,7 +427,10 @@ struct Millis(Duration);
 
 impl std::fmt::Display for Millis {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let micros = self.0.as_nanos().saturating_add(500) / 1000;
+        // In u64, not the u128 of `as_nanos`: dividing and printing a u128 showed in `perf` (docs/benchmarks.md,
+        // "The routes per connection"); u64 nanoseconds last 584 years.
+        let nanos = u64::try_from(self.0.as_nanos()).unwrap_or(u64::MAX);
+        let micros = nanos.saturating_add(500) / 1000;
         write!(f, "{}.{:03}", micros / 1000, micros % 1000)
     }
 }
