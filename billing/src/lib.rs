@@ -33,7 +33,8 @@ use crate::app::App;
 use crate::config::Config;
 use crate::config::database::describe_database;
 use crate::db::read_connections::ReadConnections;
-use crate::http::{router, server};
+use crate::http::router::Router;
+use crate::http::server;
 use crate::ledger::txlog::TxLog;
 use crate::schema::migrate;
 
@@ -84,8 +85,7 @@ pub async fn run(config: Config) -> Result<(), String> {
     let bound = listener.local_addr().map_err(|e| format!("cannot read the listening address: {e}"))?;
     log::info!("billing {} listening on {bound}", env!("CARGO_PKG_VERSION"));
     let reserved = u64::from(config.pool_size) + config.read_connections as u64;
-    let routes = warp::service(router::routes(app.clone()));
-    let server = tokio::spawn(server::serve(listener, routes, config.limits, reserved, graceful));
+    let server = tokio::spawn(server::serve(listener, Router::new(app.clone()), config.limits, reserved, graceful));
 
     let startup = tokio::select! {
         result = start(&config, &app) => match result {

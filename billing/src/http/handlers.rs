@@ -1,8 +1,9 @@
 //! One function per endpoint. Each returns a finished response: errors are rendered by [`ApiError`], so the router
 //! never has to guess a status code.
 
-use bytes::{Buf, Bytes};
-use futures_util::{Stream, StreamExt};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use warp::http::{HeaderMap, StatusCode, header};
 use warp::reply::{Reply, Response};
 
@@ -23,13 +24,13 @@ fn text(status: StatusCode, body: String) -> Response {
     warp::reply::with_status(body, status).into_response()
 }
 
-pub async fn ping() -> Response {
+pub fn ping() -> Response {
     warp::reply::with_status("pong", StatusCode::OK).into_response()
 }
 
 /// Liveness: the process is up and serving; says nothing about the database, so a database outage never gets
 /// healthy pods restarted.
-pub async fn healthz() -> Response {
+pub fn healthz() -> Response {
     warp::reply::with_status("ok", StatusCode::OK).into_response()
 }
 
@@ -68,12 +69,7 @@ pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
 
 /// `POST /add`: fields from the query string (as the original app) or a JSON or form body, and an optional
 /// `Idempotency-Key` (ledger/writer.rs says how a key is kept and replayed).
-pub async fn add(
-    app: App,
-    query: String,
-    headers: HeaderMap,
-    body: impl Stream<Item = Result<impl Buf, warp::Error>> + Unpin,
-) -> Response {
+pub async fn add(app: App, query: String, headers: HeaderMap, body: Incoming) -> Response {
     let text_of = |name| headers.get(name).and_then(|v| v.to_str().ok());
     let result: Result<(Response, bool), ApiError> = async {
         // Refused before the body is read, so a client that sent `Expect: 100-continue` is not invited to send it.
@@ -115,14 +111,16 @@ pub async fn add(
     respond(result.map(|(reply, _)| reply))
 }
 
-async fn read_body(mut body: impl Stream<Item = Result<impl Buf, warp::Error>> + Unpin) -> Result<Bytes, ApiError> {
+async fn read_body(mut body: Incoming) -> Result<Bytes, ApiError> {
     let mut bytes = Vec::new();
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("could not read the request body: {e}")))?;
-        if bytes.len() + chunk.remaining() > MAX_BODY_BYTES {
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::bad_request(format!("could not read the request body: {e}")))?;
+        // Trailers say nothing /add reads.
+        let Ok(chunk) = frame.into_data() else { continue };
+        if bytes.len() + chunk.len() > MAX_BODY_BYTES {
             return Err(ApiError::payload_too_large(MAX_BODY_BYTES));
         }
-        bytes.extend_from_slice(chunk.chunk());
+        bytes.extend_from_slice(&chunk);
     }
     Ok(Bytes::from(bytes))
 }

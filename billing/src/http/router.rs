@@ -1,92 +1,92 @@
 //! Each route of the table (routes.rs) with its handler, and the JSON 404/405 for everything else. Request ids,
 //! metrics and the access log are `server.rs`'s.
 //!
-//! Each route matches its path before its method, so a known path with the wrong method is told which methods it
-//! has (405 with `Allow`), and only an unknown path is a 404.
+//! A request's path finds its route in the table before its method is looked at, so a known path with the wrong
+//! method is told which methods it has (405 with `Allow`), and only an unknown path is a 404. HEAD is answered
+//! wherever GET is: the same status and headers, and hyper sends no body.
+//!
+//! The dispatch is a `match` on the table's endpoints, not a chain of warp filters: with every route's filter tried
+//! in turn (warp's `or`), the routing was about a tenth of a `GET /ping`'s CPU and `/ping` stayed under 0.8x a bare
+//! hyper server (docs/benchmarks.md, "Routing by the table"). warp still makes the answers (`warp::reply`).
 
-use std::convert::Infallible;
+use std::future::{Future, Ready, ready};
+use std::pin::Pin;
 
-use warp::filters::path::FullPath;
-use warp::http::{Method, header};
+use futures_util::future::Either;
+use hyper::body::Incoming;
+use warp::http::{Method, Request, header};
 use warp::reply::{Reply, Response};
-use warp::{Filter, Rejection};
 
 use crate::app::App;
 use crate::error::ApiError;
-use crate::http::routes::{self, Route};
+use crate::http::routes::{self, Endpoint, Route};
 use crate::http::{handlers, listings, openapi};
 
 /// The API as the 404 lists it (a test checks that it names every route of the table).
 const API: &str = "GET /ping, GET /getall, GET /get/<id>, POST /add, GET /healthz, GET /readyz, GET /metrics, \
                    GET /openapi.json";
 
-pub fn routes(app: App) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone + Send + Sync + 'static {
-    let with_app = warp::any().map(move || app.clone());
-    // The raw query string, or "" when there is none (warp rejects a missing one).
-    let raw_query = warp::query::raw().or(warp::any().map(String::new)).unify();
+/// A route's answer: made at once, or by a handler that waits (for the database, or for the request's body).
+pub type Answer = Either<Ready<Response>, Pin<Box<dyn Future<Output = Response> + Send>>>;
 
-    // HEAD answers wherever GET does: the same status and headers, and hyper sends no body.
-    let get = || warp::get().or(warp::head()).unify();
-    let ping = on(&routes::PING).and(get()).then(handlers::ping);
-    let healthz = on(&routes::HEALTHZ).and(get()).then(handlers::healthz);
-    let readyz = on(&routes::READYZ).and(get()).and(with_app.clone()).then(handlers::readyz);
-    let metrics = on(&routes::METRICS).and(get()).and(with_app.clone()).then(handlers::metrics);
-    let document = on(&routes::OPENAPI).and(get()).map(openapi::document);
-    let get_all = on(&routes::GET_ALL).and(get()).and(with_app.clone()).and(raw_query).then(listings::getall);
-    let get_one = with_id(&routes::GET_ONE).and(get()).and(with_app.clone()).then(handlers::get);
-    let add = on(&routes::ADD)
-        .and(warp::post())
-        .and(with_app)
-        .and(raw_query)
-        // The headers as a whole: Idempotency-Key must be seen however often it was sent, and in any bytes.
-        .and(warp::header::headers_cloned())
-        .and(warp::body::stream())
-        .then(|app, query, headers, body| handlers::add(app, query, headers, Box::pin(body)));
-
-    let fallback = warp::method().and(warp::path::full()).map(fallback);
-
-    ping.or(healthz)
-        .unify()
-        .or(readyz)
-        .unify()
-        .or(metrics)
-        .unify()
-        .or(get_all)
-        .unify()
-        .or(get_one)
-        .unify()
-        .or(add)
-        .unify()
-        .or(document)
-        .unify()
-        .or(fallback)
-        .unify()
+/// The routes, with the state their handlers share.
+#[derive(Clone)]
+pub struct Router {
+    app: App,
 }
 
-/// Requests whose path is `route`'s.
-fn on(route: &'static Route) -> impl Filter<Extract = (), Error = Rejection> + Clone {
-    with_id(route).map(|_id: String| ()).untuple_one()
-}
-
-/// Requests whose path is `route`'s, with its `{id}` segment.
-fn with_id(route: &'static Route) -> impl Filter<Extract = (String,), Error = Rejection> + Clone {
-    warp::path::full().and_then(move |path: FullPath| {
-        let id = route.matches(path.as_str()).map(str::to_owned).ok_or_else(warp::reject::not_found);
-        std::future::ready(id)
-    })
-}
-
-fn fallback(method: Method, path: FullPath) -> Response {
-    let path = path.as_str();
-    match routes::find(path).map(|route| route.allow) {
-        Some(allowed) => warp::reply::with_header(
-            ApiError::method_not_allowed(format!("{path} does not accept {method}; use {allowed}")),
-            header::ALLOW,
-            allowed,
-        )
-        .into_response(),
-        None => ApiError::not_found(format!("no route for {method} {path}; the API is {API}")).into_response(),
+impl Router {
+    pub fn new(app: App) -> Self {
+        Router { app }
     }
+
+    pub fn answer(&self, request: Request<Incoming>) -> Answer {
+        let path = request.uri().path();
+        let Some((route, id)) = routes::matching(path) else {
+            return now(not_found(request.method(), path));
+        };
+        if !route.accepts(request.method()) {
+            return now(method_not_allowed(route, request.method(), path));
+        }
+        let app = self.app.clone();
+        // The raw query string, or "" when there is none.
+        let query = request.uri().query().unwrap_or_default().to_owned();
+        match route.endpoint {
+            Endpoint::Ping => now(handlers::ping()),
+            Endpoint::Healthz => now(handlers::healthz()),
+            Endpoint::OpenApi => now(openapi::document()),
+            Endpoint::Readyz => later(handlers::readyz(app)),
+            Endpoint::Metrics => later(handlers::metrics(app)),
+            Endpoint::GetAll => later(listings::getall(app, query)),
+            Endpoint::GetOne => later(handlers::get(id.to_owned(), app)),
+            Endpoint::Add => {
+                // The headers as a whole: Idempotency-Key must be seen however often it was sent, and in any bytes.
+                let (parts, body) = request.into_parts();
+                later(handlers::add(app, query, parts.headers, body))
+            }
+        }
+    }
+}
+
+fn now(response: Response) -> Answer {
+    Either::Left(ready(response))
+}
+
+fn later(handler: impl Future<Output = Response> + Send + 'static) -> Answer {
+    Either::Right(Box::pin(handler))
+}
+
+fn not_found(method: &Method, path: &str) -> Response {
+    ApiError::not_found(format!("no route for {method} {path}; the API is {API}")).into_response()
+}
+
+fn method_not_allowed(route: &Route, method: &Method, path: &str) -> Response {
+    warp::reply::with_header(
+        ApiError::method_not_allowed(format!("{path} does not accept {method}; use {}", route.allow)),
+        header::ALLOW,
+        route.allow,
+    )
+    .into_response()
 }
 
 #[cfg(test)]

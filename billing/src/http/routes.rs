@@ -1,25 +1,41 @@
 //! The route table: every path billing answers, the methods it answers there and the template that labels its
 //! metrics. The router (router.rs) matches requests with it, the 405's `Allow` header is read from it, and so is the
-//! `route` label of the request metrics (server.rs). To add a route: add it here, then give it a handler in
-//! router.rs (docs/architecture.md, "Adding a route").
+//! `route` label of the request metrics (server.rs). To add a route: add it here, then give its endpoint a handler
+//! in router.rs (docs/architecture.md, "Adding a route").
+
+use warp::http::Method;
+
+/// What a route does; the router (router.rs) calls its handler.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    Ping,
+    Healthz,
+    Readyz,
+    Metrics,
+    GetAll,
+    GetOne,
+    Add,
+    OpenApi,
+}
 
 /// One route of [`ROUTES`].
 #[derive(Debug, PartialEq, Eq)]
 pub struct Route {
+    pub endpoint: Endpoint,
     /// The path, with `{id}` standing for one non-empty segment; also the route's metrics label.
     pub template: &'static str,
     /// The methods answered here, as the `Allow` header lists them. HEAD goes with every GET.
     pub allow: &'static str,
 }
 
-pub const PING: Route = Route { template: "/ping", allow: "GET, HEAD" };
-pub const HEALTHZ: Route = Route { template: "/healthz", allow: "GET, HEAD" };
-pub const READYZ: Route = Route { template: "/readyz", allow: "GET, HEAD" };
-pub const METRICS: Route = Route { template: "/metrics", allow: "GET, HEAD" };
-pub const GET_ALL: Route = Route { template: "/getall", allow: "GET, HEAD" };
-pub const GET_ONE: Route = Route { template: "/get/{id}", allow: "GET, HEAD" };
-pub const ADD: Route = Route { template: "/add", allow: "POST" };
-pub const OPENAPI: Route = Route { template: "/openapi.json", allow: "GET, HEAD" };
+pub const PING: Route = Route { endpoint: Endpoint::Ping, template: "/ping", allow: "GET, HEAD" };
+pub const HEALTHZ: Route = Route { endpoint: Endpoint::Healthz, template: "/healthz", allow: "GET, HEAD" };
+pub const READYZ: Route = Route { endpoint: Endpoint::Readyz, template: "/readyz", allow: "GET, HEAD" };
+pub const METRICS: Route = Route { endpoint: Endpoint::Metrics, template: "/metrics", allow: "GET, HEAD" };
+pub const GET_ALL: Route = Route { endpoint: Endpoint::GetAll, template: "/getall", allow: "GET, HEAD" };
+pub const GET_ONE: Route = Route { endpoint: Endpoint::GetOne, template: "/get/{id}", allow: "GET, HEAD" };
+pub const ADD: Route = Route { endpoint: Endpoint::Add, template: "/add", allow: "POST" };
+pub const OPENAPI: Route = Route { endpoint: Endpoint::OpenApi, template: "/openapi.json", allow: "GET, HEAD" };
 
 /// Every route, in the order the router tries them. billing/openapi.json documents each with exactly these methods
 /// (a test in http/openapi.rs checks it).
@@ -41,11 +57,21 @@ impl Route {
             None => (path == self.template).then_some(""),
         }
     }
+
+    /// True when `method` is one of [`Route::allow`]'s.
+    pub fn accepts(&self, method: &Method) -> bool {
+        self.allow.split(", ").any(|allowed| allowed == method.as_str())
+    }
+}
+
+/// The route `path` belongs to, with its `{id}` segment (`""` for a route without one), if any.
+pub fn matching(path: &str) -> Option<(&'static Route, &str)> {
+    ROUTES.into_iter().find_map(|route| route.matches(path).map(|id| (route, id)))
 }
 
 /// The route `path` belongs to, if any.
 pub fn find(path: &str) -> Option<&'static Route> {
-    ROUTES.into_iter().find(|route| route.matches(path).is_some())
+    matching(path).map(|(route, _)| route)
 }
 
 /// The route template a path belongs to, for the `route` label of the metrics: never the raw path, which holds
@@ -90,5 +116,29 @@ mod tests {
         assert_eq!(PING.matches("/ping/"), Some(""));
         assert_eq!(PING.matches("/ping//"), None);
         assert_eq!(find("/"), None);
+    }
+
+    #[test]
+    fn a_route_accepts_exactly_the_methods_it_allows() {
+        for (route, method, accepted) in [
+            (&PING, Method::GET, true),
+            (&PING, Method::HEAD, true),
+            (&PING, Method::POST, false),
+            (&GET_ONE, Method::HEAD, true),
+            (&ADD, Method::POST, true),
+            (&ADD, Method::GET, false),
+            (&ADD, Method::PUT, false),
+        ] {
+            assert_eq!(route.accepts(&method), accepted, "{} {method}", route.template);
+        }
+        // Only whole method names: "GET, HEAD" does not allow "GE" or "HEAD, GET".
+        assert!(!PING.accepts(&Method::from_bytes(b"GE").expect("a method")));
+    }
+
+    #[test]
+    fn the_id_comes_with_its_route() {
+        assert_eq!(matching("/get/17"), Some((&GET_ONE, "17")));
+        assert_eq!(matching("/ping"), Some((&PING, "")));
+        assert_eq!(matching("/nope"), None);
     }
 }

@@ -13,7 +13,6 @@
 //! HTTP/1.1 only: every client of billing (curl, probes, Prometheus) speaks it, and a second protocol would be a
 //! second set of limits to get right.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -28,11 +27,11 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tower_service::Service;
 use warp::http::Response;
 use warp::http::{Request, header};
 
 use crate::config::ServerLimits as Limits;
+use crate::http::router::Router;
 use crate::http::routes;
 use crate::metrics;
 use crate::request_id::{self, RequestId};
@@ -46,14 +45,17 @@ pub const DRAIN_IDLE_GRACE: Duration = Duration::from_secs(2);
 /// File descriptors kept free of client connections: the database connections, the transaction log, and headroom.
 const RESERVED_FILES: u64 = 64;
 
-/// Serves `routes` (the router as a service, from `warp::service`) on `listener` until `stop` resolves, then stops
-/// accepting; for [`DRAIN_IDLE_GRACE`] the open connections are still served, each answer saying
-/// `Connection: close`, and then the server waits for the requests still in flight. `reserved` is how many file descriptors the rest of the process needs (its database connections).
-pub async fn serve<S>(listener: TcpListener, routes: S, limits: Limits, reserved: u64, stop: impl Future<Output = ()>)
-where
-    S: Service<Request<Incoming>, Response = warp::reply::Response, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-{
+/// Serves `router` on `listener` until `stop` resolves, then stops accepting; for [`DRAIN_IDLE_GRACE`] the open
+/// connections are still served, each answer saying `Connection: close`, and then the server waits for the requests
+/// still in flight. `reserved` is how many file descriptors the rest of the process needs (its database
+/// connections).
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: Limits,
+    reserved: u64,
+    stop: impl Future<Output = ()>,
+) {
     let cap = connection_cap(limits.max_connections, reserved);
     log::info!(
         "accepting up to {cap} connections; headers within {}s and at most {} bytes",
@@ -96,7 +98,7 @@ where
             continue;
         };
         let service = Observed {
-            inner: RefCell::new(routes.clone()),
+            router: router.clone(),
             conn: Arc::clone(&conn),
             draining: Arc::clone(&connections.draining),
             keep_alive: keep_alive.clone(),
@@ -351,32 +353,34 @@ async fn accept_failed(e: std::io::Error) {
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
 }
 
-/// Wraps the routes: a request id for every request, then metrics and the access-log line for every answer.
-struct Observed<S> {
-    /// The routes, one copy per connection: `tower`'s `call` takes `&mut self` and hyper's `&self`, and a copy per
-    /// request (the routes hold handles to the shared state, each a reference count to raise and drop again)
-    /// showed as `drop_in_place<FilteredService<..>>` in `perf` (docs/benchmarks.md, "The routes per
-    /// connection"). hyper calls a connection's service one request at a time, so the borrow is never contended.
-    inner: RefCell<S>,
+/// Wraps the router: a request id for every request, then metrics and the access-log line for every answer.
+struct Observed {
+    router: Router,
     conn: Arc<Conn>,
     draining: Arc<AtomicBool>,
     /// The `Keep-Alive` header of every answer that leaves its connection open ([`keep_alive_value`]).
     keep_alive: header::HeaderValue,
 }
 
-type Answer<B> = Pin<Box<dyn Future<Output = Result<Response<Guarded<B>>, Infallible>> + Send>>;
+/// The body of warp's replies, which warp does not name (`warp::reply::Response` is `http::Response<Body>`).
+type ReplyBody = <warp::reply::Response as HasBody>::Body;
 
-impl<S, B> hyper::service::Service<Request<Incoming>> for Observed<S>
-where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>,
-    S::Future: Send + 'static,
-    B: Body + Unpin + Send + 'static,
-{
-    type Response = Response<Guarded<B>>;
+trait HasBody {
+    type Body;
+}
+
+impl<B> HasBody for Response<B> {
+    type Body = B;
+}
+
+type Observing = Pin<Box<dyn Future<Output = Result<Response<Guarded<ReplyBody>>, Infallible>> + Send>>;
+
+impl hyper::service::Service<Request<Incoming>> for Observed {
+    type Response = Response<Guarded<ReplyBody>>;
     type Error = Infallible;
-    type Future = Answer<B>;
+    type Future = Observing;
 
-    fn call(&self, request: Request<Incoming>) -> Answer<B> {
+    fn call(&self, request: Request<Incoming>) -> Observing {
         let started = Instant::now();
         let busy = Busy::start(&self.conn);
         let id = RequestId::from_headers(request.headers());
@@ -384,15 +388,14 @@ where
         // The request's URI is shared, not copied: its parts are reference-counted bytes.
         let uri = request.uri().clone();
         let client_closes = request.headers().get_all(header::CONNECTION).iter().any(says_close);
-        // warp's service is always ready, and its future owns everything it needs, so the borrow ends here. That
-        // future (every route's, nested) is boxed on its own, so that the future below, which is moved as it is
-        // built and boxed, stays small: copying the routes' future along with it showed as `memmove` in `perf`
+        // A handler that waits is boxed on its own (router.rs), so that the future below, which is moved as it is
+        // built and boxed, stays small: copying every route's future along with it showed as `memmove` in `perf`
         // (docs/benchmarks.md, "The request's future is no longer copied whole").
-        let answer = Box::pin(self.inner.borrow_mut().call(request));
+        let answer = self.router.answer(request);
         let draining = Arc::clone(&self.draining);
         let keep_alive = self.keep_alive.clone();
         Box::pin(id.clone().scope(async move {
-            let Ok(mut response) = answer.await;
+            let mut response = answer.await;
             let elapsed = started.elapsed();
             response.headers_mut().insert(header::HeaderName::from_static(request_id::HEADER), id.header_value());
             // The client learns from the answer itself that the server is stopping, and hyper closes the connection
