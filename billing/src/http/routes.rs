@@ -58,9 +58,10 @@ impl Route {
         }
     }
 
-    /// True when `method` is one of [`Route::allow`]'s.
+    /// True when `method` is one of [`Route::allow`]'s. Split at the comma, a `char`: splitting at `", "`, a string,
+    /// set up a substring search for every request (`StrSearcher` in `perf`).
     pub fn accepts(&self, method: &Method) -> bool {
-        self.allow.split(", ").any(|allowed| allowed == method.as_str())
+        self.allow.split(',').any(|allowed| allowed.trim_ascii() == method.as_str())
     }
 }
 
