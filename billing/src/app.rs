@@ -16,7 +16,7 @@ use crate::ledger::txlog::TxLog;
 use crate::ledger::writer::{Batches, Writer};
 use crate::models::{NewTransaction, Recorded, Transaction};
 
-/// A handle on the shared state: cloning it is one reference count. warp's routes clone it for every request, and
+/// A handle on the shared state: cloning it is one reference count. The router clones it for every request, and
 /// each handle's count is a cache line the cores pass back and forth, so the state is one count rather than a dozen
 /// handles cloned one by one (docs/benchmarks.md, "`App` is one `Arc`").
 #[derive(Clone)]

@@ -6,8 +6,9 @@
 //! wherever GET is: the same status and headers, and hyper sends no body.
 //!
 //! The dispatch is a `match` on the table's endpoints, not a chain of warp filters: with every route's filter tried
-//! in turn (warp's `or`), the routing was about a tenth of a `GET /ping`'s CPU and `/ping` stayed under 0.8x a bare
-//! hyper server (docs/benchmarks.md, "Routing by the table"). warp still makes the answers (`warp::reply`).
+//! in turn (warp's `or`), warp's routing took about 1.3 µs of a `GET /ping`'s 25-29 µs of CPU, and `/ping` stayed
+//! under 0.8x a bare hyper server (docs/benchmarks.md, "Routing by the table"). warp still makes the answers
+//! (`warp::reply`).
 
 use std::future::{Future, Ready, ready};
 use std::pin::Pin;

@@ -431,7 +431,7 @@ struct Millis(Duration);
 impl std::fmt::Display for Millis {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // In u64, not the u128 of `as_nanos`: dividing and printing a u128 showed in `perf` (docs/benchmarks.md,
-        // "The routes per connection"); u64 nanoseconds last 584 years.
+        // "Routing by the table"); u64 nanoseconds last 584 years.
         let nanos = u64::try_from(self.0.as_nanos()).unwrap_or(u64::MAX);
         let micros = nanos.saturating_add(500) / 1000;
         write!(f, "{}.{:03}", micros / 1000, micros % 1000)
