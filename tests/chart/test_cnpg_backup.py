@@ -108,7 +108,8 @@ def test_every_backup_setting_reaches_its_field(helm):
         "database.cnpg.backup.s3Credentials.accessKeyId.key": "id",
         "database.cnpg.backup.s3Credentials.secretAccessKey.name": "s3-secret",
         "database.cnpg.backup.s3Credentials.secretAccessKey.key": "secret",
-        "database.cnpg.backup.wal.compression": "zstd", "database.cnpg.backup.data.compression": "",
+        "database.cnpg.backup.wal.compression": "zstd", "database.cnpg.backup.wal.maxParallel": "4",
+        "database.cnpg.backup.data.compression": "",
         "database.cnpg.backup.data.immediateCheckpoint": "true",
         "database.cnpg.backup.retentionPolicy": "", "database.cnpg.backup.schedule": "@every 6h",
         "database.cnpg.backup.immediate": "false",
@@ -119,7 +120,7 @@ def test_every_backup_setting_reaches_its_field(helm):
         "serverName": "ledger-eu", "endpointCA": {"name": "s3-ca", "key": "ca.pem"},
         "s3Credentials": {"accessKeyId": {"name": "s3-creds", "key": "id"},
                           "secretAccessKey": {"name": "s3-secret", "key": "secret"}},
-        "wal": {"compression": "zstd"}, "data": {"immediateCheckpoint": True},
+        "wal": {"compression": "zstd", "maxParallel": 4}, "data": {"immediateCheckpoint": True},
     }}, "empty compression and retentionPolicy are left to CloudNativePG (none, keep all)"
     scheduled = r.get("ScheduledBackup", "ledger-backup")["spec"]
     assert (scheduled["cluster"], scheduled["schedule"], scheduled["immediate"]) == ({"name": "ledger"}, "@every 6h", False)
@@ -268,6 +269,9 @@ SCHEMA_REFUSALS = [
     ("unknown-method", {**HA_ON, **BACKUP, "database.cnpg.backup.method": "volumeSnapshot"},
      'database.cnpg.backup.method must be one of the following: "plugin", "barmanObjectStore"',
      "at '/database/cnpg/backup/method': value must be one of 'plugin', 'barmanObjectStore'", None),
+    ("wal-max-parallel-zero", {**HA_ON, **BACKUP, "database.cnpg.backup.wal.maxParallel": "0"},
+     "database.cnpg.backup.wal.maxParallel: Must be greater than or equal to 1",
+     "at '/database/cnpg/backup/wal/maxParallel': minimum: got 0, want 1", None),
     ("data-compression-zstd", {**HA_ON, **BACKUP, "database.cnpg.backup.data.compression": "zstd"},
      "database.cnpg.backup.data.compression must be one of the following:",
      "at '/database/cnpg/backup/data/compression': value must be one of", None),

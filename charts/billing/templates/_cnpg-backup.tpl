@@ -55,9 +55,10 @@ with CloudNativePG's keys.
 {{/*
 A BarmanObjectStoreConfiguration (CloudNativePG's barmanObjectStore, and the
 plugin's ObjectStore spec.configuration) from a dict holding destinationPath,
-endpointURL, endpointCA, s3Credentials and optionally serverName, wal and data
-(compression and the base backups' immediateCheckpoint, for the store that is
-written to).
+endpointURL, endpointCA, s3Credentials and optionally serverName, wal
+(compression and maxParallel) and data (compression and the base backups'
+immediateCheckpoint), for the store that is written to. maxParallel is
+rendered only above 1, CloudNativePG's own default when it is unset.
 */}}
 {{- define "billing.cnpg.barmanObjectStore" -}}
 destinationPath: {{ .destinationPath | quote }}
@@ -80,9 +81,15 @@ s3Credentials:
     name: {{ .s3Credentials.secretAccessKey.name | quote }}
     key: {{ .s3Credentials.secretAccessKey.key | quote }}
 {{- with .wal }}
-{{- with .compression }}
+{{- $parallel := int (.maxParallel | default 1) }}
+{{- if or .compression (gt $parallel 1) }}
 wal:
+  {{- with .compression }}
   compression: {{ . }}
+  {{- end }}
+  {{- if gt $parallel 1 }}
+  maxParallel: {{ $parallel }}
+  {{- end }}
 {{- end }}
 {{- end }}
 {{- with .data }}
