@@ -41,31 +41,35 @@ impl Router {
         Router { app }
     }
 
-    pub fn answer(&self, request: Request<Incoming>) -> Answer {
+    /// The route the request's path matched, if any (server.rs labels the request's metrics with it, so the path
+    /// is matched once), and the answer.
+    pub fn answer(&self, request: Request<Incoming>) -> (Option<&'static Route>, Answer) {
         let path = request.uri().path();
         let Some((route, id)) = routes::matching(path) else {
-            return now(not_found(request.method(), path));
+            return (None, now(not_found(request.method(), path)));
         };
         if !route.accepts(request.method()) {
-            return now(method_not_allowed(route, request.method(), path));
+            return (Some(route), now(method_not_allowed(route, request.method(), path)));
         }
-        let app = self.app.clone();
+        let app = || self.app.clone();
         // The raw query string, or "" when there is none.
-        let query = request.uri().query().unwrap_or_default().to_owned();
-        match route.endpoint {
+        let query = || request.uri().query().unwrap_or_default().to_owned();
+        let answer = match route.endpoint {
             Endpoint::Ping => now(handlers::ping()),
             Endpoint::Healthz => now(handlers::healthz()),
             Endpoint::OpenApi => now(openapi::document()),
-            Endpoint::Readyz => later(handlers::readyz(app)),
-            Endpoint::Metrics => later(handlers::metrics(app)),
-            Endpoint::GetAll => later(listings::getall(app, query)),
-            Endpoint::GetOne => later(handlers::get(id.to_owned(), app)),
+            Endpoint::Readyz => later(handlers::readyz(app())),
+            Endpoint::Metrics => later(handlers::metrics(app())),
+            Endpoint::GetAll => later(listings::getall(app(), query())),
+            Endpoint::GetOne => later(handlers::get(id.to_owned(), app())),
             Endpoint::Add => {
+                let query = query();
                 // The headers as a whole: Idempotency-Key must be seen however often it was sent, and in any bytes.
                 let (parts, body) = request.into_parts();
-                later(handlers::add(app, query, parts.headers, body))
+                later(handlers::add(app(), query, parts.headers, body))
             }
-        }
+        };
+        (Some(route), answer)
     }
 }
 

@@ -78,7 +78,12 @@ pub fn find(path: &str) -> Option<&'static Route> {
 /// The route template a path belongs to, for the `route` label of the metrics: never the raw path, which holds
 /// client data.
 pub fn label_of(path: &str) -> &'static str {
-    find(path).map_or(UNMATCHED, |route| route.template)
+    label(find(path))
+}
+
+/// The `route` label of a request that matched `route` (or none).
+pub fn label(route: Option<&'static Route>) -> &'static str {
+    route.map_or(UNMATCHED, |route| route.template)
 }
 
 #[cfg(test)]

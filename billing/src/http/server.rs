@@ -391,7 +391,7 @@ impl hyper::service::Service<Request<Incoming>> for Observed {
         // A handler that waits is boxed on its own (router.rs), so that the future below, which is moved as it is
         // built and boxed, stays small: copying every route's future along with it showed as `memmove` in `perf`
         // (docs/benchmarks.md, "The request's future is no longer copied whole").
-        let answer = self.router.answer(request);
+        let (route, answer) = self.router.answer(request);
         let draining = Arc::clone(&self.draining);
         let keep_alive = self.keep_alive.clone();
         Box::pin(id.clone().scope(async move {
@@ -409,7 +409,7 @@ impl hyper::service::Service<Request<Incoming>> for Observed {
                 response.headers_mut().insert(header::HeaderName::from_static("keep-alive"), keep_alive);
             }
             let status = response.status().as_u16();
-            let route = routes::label_of(uri.path());
+            let route = routes::label(route);
             metrics::request(metrics::method_label(&method), route, status, elapsed);
             let millis = elapsed.as_secs_f64() * 1000.0;
             log::info!(
